@@ -1,0 +1,36 @@
+"""`verticals`: the command line. One Typer root; one sub-app per system, mounted as it lands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from verticals import __version__
+from verticals.llm.cli import app as llm_app
+from verticals.llm.errors import LLMError
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+                  help="Four published AI systems, offline on a CPU.\n\n"
+                       "[bold]Example:[/] verticals llm probs --choices Yes,No \"Is a troponin of 2 ng/ml raised?\"")
+app.add_typer(llm_app, name="llm")
+
+#: errors that are the user's to fix: one line, exit code 2, never a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (LLMError,)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit")) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app()
+    except USER_ERRORS as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,40 @@
+"""The one door to language models: every system talks to models only through `LanguageModel`.
+
+Example:
+    >>> from verticals.llm import open_model                        # doctest: +SKIP
+    >>> model = open_model("bundled")                               # doctest: +SKIP
+    >>> model.choice_probs(["Is 190 mg/dl LDL high?"], ["Yes", "No"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from verticals.llm.errors import LLMError, ModelLoadError, ServerError
+
+if TYPE_CHECKING:
+    from verticals.llm.base import GenerationParams, LanguageModel
+    from verticals.llm.cache import ResponseCache
+    from verticals.llm.loader import open_model
+    from verticals.llm.local import LocalModel
+    from verticals.llm.openai_api import OpenAIModel
+
+# torch and transformers load only when a model class is first used (keeps `verticals --help` fast).
+_LAZY = {
+    "GenerationParams": "verticals.llm.base",
+    "LanguageModel": "verticals.llm.base",
+    "ResponseCache": "verticals.llm.cache",
+    "open_model": "verticals.llm.loader",
+    "LocalModel": "verticals.llm.local",
+    "OpenAIModel": "verticals.llm.openai_api",
+}
+
+__all__ = ["GenerationParams", "LLMError", "LanguageModel", "LocalModel", "ModelLoadError", "OpenAIModel",
+           "ResponseCache", "ServerError", "open_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'verticals.llm' has no attribute {name!r}")

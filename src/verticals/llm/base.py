@@ -1,0 +1,193 @@
+"""`LanguageModel`: the one interface every system uses to talk to a language model.
+
+Backends implement three hooks (`_chat`, `_stream`, `_choice_logprobs`); this base validates
+input once, serves deterministic requests from the shared `ResponseCache`, and sends only the
+misses to the backend (the shape of VLMEvalKit's `generate` / `generate_inner`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from verticals.llm.cache import ResponseCache, request_key
+from verticals.llm.errors import LLMError
+from verticals.llm.messages import Message, Prompt, as_messages
+from verticals.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings of one chat request; `temperature=0` means greedy (and cacheable)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise LLMError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if not 0 <= self.temperature <= 5:
+            raise LLMError(f"temperature must be in [0, 5], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise LLMError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise LLMError("stop strings must not be empty")
+
+    @property
+    def deterministic(self) -> bool:
+        return self.temperature == 0
+
+
+class LanguageModel(ABC):
+    """A chat model that can also score fixed answer options.
+
+    Args:
+        cache (`ResponseCache`, *optional*): where deterministic answers are kept; none by default.
+    """
+
+    #: rows scored per backend call in `choice_probs`; each chunk is committed to the cache.
+    scoring_chunk_size = 64
+
+    def __init__(self, *, cache: ResponseCache | None = None) -> None:
+        self.cache = cache
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A string that changes whenever the model's answers could change (weights, adapter, dtype)."""
+
+    # -- public surface -------------------------------------------------------------------------
+    def chat(self, messages: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+             stop: Sequence[str] = (), seed: int | None = None) -> str:
+        """The assistant's reply to `messages` (a string is one user message)."""
+        return self.chat_batch([messages], max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                               stop=stop, seed=seed)[0]
+
+    def chat_batch(self, conversations: Sequence[Prompt], *, max_tokens: int = 256, temperature: float = 0.0,
+                   top_p: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+                   progress: bool = False) -> list[str]:
+        """Replies to many conversations; cached ones are served, the rest go to the backend."""
+        params = GenerationParams(max_tokens, temperature, top_p, tuple(stop), seed)
+        convs = [as_messages(c) for c in conversations]
+        keys = [self._key("chat", c, asdict(params)) for c in convs] if self._caching(params) else []
+        done: dict[int, str] = {}
+        if keys and self.cache is not None:
+            hits = self.cache.get_many(keys)
+            done = {i: hits[k] for i, k in enumerate(keys) if k in hits}
+        todo = [i for i in range(len(convs)) if i not in done]
+        with progress_bar("chat", len(convs), enabled=progress) as advance:
+            advance(len(done))
+            for start in range(0, len(todo), self.scoring_chunk_size):
+                chunk = todo[start : start + self.scoring_chunk_size]
+                replies = self._chat_many([convs[i] for i in chunk], params)
+                done.update(zip(chunk, replies))
+                if keys and self.cache is not None:
+                    self.cache.put_many({keys[i]: done[i] for i in chunk})
+                advance(len(chunk))
+        return [done[i] for i in range(len(convs))]
+
+    def stream(self, messages: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+               stop: Sequence[str] = (), seed: int | None = None) -> Iterator[str]:
+        """Yield the reply in pieces as it is generated (a cached reply comes as one piece)."""
+        params = GenerationParams(max_tokens, temperature, top_p, tuple(stop), seed)
+        convo = as_messages(messages)
+        key = self._key("chat", convo, asdict(params)) if self._caching(params) else None
+        if key is not None and self.cache is not None and (hit := self.cache.get(key)) is not None:
+            yield hit
+            return
+        pieces = []
+        for piece in self._stream(convo, params):
+            pieces.append(piece)
+            yield piece
+        if key is not None and self.cache is not None:
+            self.cache.put_many({key: "".join(pieces)})
+
+    def choice_probs(self, prompts: Sequence[Prompt], choices: Sequence[str], *,
+                     progress: bool = False) -> np.ndarray:
+        """Probability of each answer option after each prompt, from token log-probabilities.
+
+        Args:
+            prompts: strings (one user message each) or message lists; the options are scored as
+                the start of the assistant's reply.
+            choices: at least two distinct, non-empty answer options, e.g. `["Yes", "No"]`.
+            progress: draw a progress bar.
+
+        Returns:
+            An array of shape `(len(prompts), len(choices))` whose rows sum to 1.
+
+        Raises:
+            LLMError: no prompts, fewer than two choices, an empty or repeated choice, or a backend
+                that cannot give log-probabilities.
+        """
+        choices = check_choices(choices)
+        if len(prompts) == 0:
+            raise LLMError("no prompts to score; give at least one prompt")
+        convs = [as_messages(p) for p in prompts]
+        keys = [self._key("choices", c, {"choices": list(choices)}) for c in convs]
+        logprobs: dict[int, list[float]] = {}
+        if self.cache is not None:
+            hits = self.cache.get_many(keys)
+            logprobs = {i: hits[k] for i, k in enumerate(keys) if k in hits}
+        todo = [i for i in range(len(convs)) if i not in logprobs]
+        with progress_bar("scoring", len(convs), enabled=progress) as advance:
+            advance(len(logprobs))
+            for start in range(0, len(todo), self.scoring_chunk_size):
+                chunk = todo[start : start + self.scoring_chunk_size]
+                rows = np.asarray(self._choice_logprobs([convs[i] for i in chunk], choices), dtype=np.float64)
+                logprobs.update((i, row.tolist()) for i, row in zip(chunk, rows))
+                if self.cache is not None:
+                    self.cache.put_many({keys[i]: logprobs[i] for i in chunk})
+                advance(len(chunk))
+        return normalise(np.array([logprobs[i] for i in range(len(convs))], dtype=np.float64))
+
+    # -- backend hooks --------------------------------------------------------------------------
+    @abstractmethod
+    def _chat(self, messages: list[Message], params: GenerationParams) -> str:
+        """One reply."""
+
+    @abstractmethod
+    def _stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        """One reply, in pieces."""
+
+    @abstractmethod
+    def _choice_logprobs(self, prompts: list[list[Message]], choices: tuple[str, ...]) -> np.ndarray:
+        """Log-probability of each choice (summed over its tokens), shape `(n, k)`; need not be normalised."""
+
+    def _chat_many(self, conversations: list[list[Message]], params: GenerationParams) -> list[str]:
+        """Replies to several conversations; backends that can overlap requests override this."""
+        return [self._chat(c, params) for c in conversations]
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _caching(self, params: GenerationParams) -> bool:
+        return self.cache is not None and params.deterministic
+
+    def _key(self, kind: str, messages: list[Message], extra: dict) -> str:
+        return request_key({"model": self.fingerprint, "kind": kind, "messages": messages, **extra})
+
+
+def check_choices(choices: Sequence[str]) -> tuple[str, ...]:
+    """Validate answer options: at least two, non-empty, distinct."""
+    if isinstance(choices, str):
+        raise LLMError(f"choices must be a list of options, got the string {choices!r}")
+    options = tuple(choices)
+    if len(options) < 2:
+        raise LLMError(f"give at least two choices to compare, got {list(options)}")
+    if any(not isinstance(c, str) or not c.strip() for c in options):
+        raise LLMError(f"every choice must be non-empty text, got {list(options)}")
+    if len(set(options)) != len(options):
+        raise LLMError(f"choices must be distinct, got {list(options)}")
+    return options
+
+
+def normalise(logprobs: np.ndarray) -> np.ndarray:
+    """Softmax over each row of log-probabilities (rows of -inf only are an error)."""
+    if not np.isfinite(logprobs.max(axis=1)).all():
+        raise LLMError("the model gave no probability to any choice for some prompt")
+    shifted = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

