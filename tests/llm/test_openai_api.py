@@ -183,3 +183,43 @@ def test_stream_reads_server_sent_events() -> None:
     body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
     model = model_with(lambda r: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
     assert list(model.stream("hi")) == ["Hel", "lo"]
+
+
+def test_a_failure_mid_run_keeps_finished_chunks_in_the_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) > 4:
+            return httpx.Response(400, json={"error": {"message": "quota exceeded"}})
+        return httpx.Response(200, json=completion(top={"Yes": -0.3, "No": -1.4}))
+
+    prompts = [f"question {i}" for i in range(10)]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    model = model_with(flaky, cache=cache, max_concurrency=1)
+    model.scoring_chunk_size = 2
+    with pytest.raises(ServerError, match="quota exceeded"):
+        model.choice_probs(prompts, ["Yes", "No"])
+    assert len(cache) == 4  # two finished chunks were committed before the failure
+    calls.clear()
+    healthy = model_with(lambda r: calls.append(1) or httpx.Response(200, json=completion(top={"Yes": -0.3})),
+                         cache=ResponseCache(tmp_path / "c.sqlite"))
+    assert healthy.choice_probs(prompts, ["Yes", "No"]).shape == (10, 2)
+    assert len(calls) == 6  # only the unfinished rows were sent again
+
+
+def test_images_travel_as_data_url_parts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from verticals.llm.messages import image_part
+
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(json.loads(request.content))
+        return httpx.Response(200, json=completion("a cat"))
+
+    picture = tmp_path / "meme.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    message = {"role": "user", "content": [{"type": "text", "text": "What is shown?"}, image_part(picture)]}
+    assert model_with(handler).chat([message]) == "a cat"
+    part = seen["messages"][0]["content"][1]
+    assert part["image_url"]["url"].startswith("data:image/png;base64,")

@@ -84,11 +84,10 @@ class TextAssembler:
         """The new text that can be shown after `token_id` (possibly empty)."""
         self._ids.append(token_id)
         text = self._detokenize(self._ids)
-        for stop in self._stop:
-            at = text.find(stop)
-            if at != -1:
-                self.stopped = True
-                return self._emit(text[:at])
+        hits = [at for stop in self._stop if (at := text.find(stop)) != -1]
+        if hits:  # cut at the earliest stop string, whichever it is
+            self.stopped = True
+            return self._emit(text[: min(hits)])
         if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
             return ""
         return self._emit(text[: max(self._sent, len(text) - self._hold)])

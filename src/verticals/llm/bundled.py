@@ -75,6 +75,7 @@ def _convert(gguf: Path, target: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / _DONE).write_text(gguf.name + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700: let other users of a shared cache read it
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -25,7 +25,8 @@ SCHEMA_VERSION = 1
 
 def request_key(payload: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of `payload` (sorted keys; integral floats written as ints)."""
-    text = json.dumps(_integral({"schema": SCHEMA_VERSION, **payload}), sort_keys=True, ensure_ascii=False, default=_canonical)
+    canonical = _integral({"schema": SCHEMA_VERSION, **payload})
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=_canonical)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -72,7 +73,8 @@ class ResponseCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.commit()
         except (sqlite3.DatabaseError, OSError) as err:
-            raise LLMError(f"cannot open the response cache {self.path}: {err}; delete it or choose another path") from err
+            raise LLMError(f"cannot open the response cache {self.path}: {err}; "
+                           "delete it or choose another path") from err
 
     @classmethod
     def default(cls) -> ResponseCache:

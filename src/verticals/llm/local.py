@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -62,7 +61,8 @@ class LocalModel(LanguageModel):
         self.path = Path(path).expanduser()
         self.adapter = Path(adapter).expanduser() if adapter is not None else None
         self.device = _resolve_device(device)
-        self.dtype = DTYPES[dtype] if dtype != "auto" else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        default_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = DTYPES[dtype] if dtype != "auto" else default_dtype
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer, self.model = _load(self.path, self.adapter, self.device, self.dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -180,7 +180,7 @@ def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.d
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
     if adapter is not None:
         model = _with_adapter(model, adapter)
@@ -193,10 +193,11 @@ def _with_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
     from safetensors import SafetensorError
 
     if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(f"no LoRA adapter at {adapter}: expected adapter_config.json and adapter_model.safetensors")
+        raise ModelLoadError(f"no LoRA adapter at {adapter}: "
+                             "expected adapter_config.json and adapter_model.safetensors")
     try:
         return PeftModel.from_pretrained(model, adapter, use_safetensors=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise ModelLoadError(f"cannot load the adapter in {adapter}: {str(err).splitlines()[0]}") from err
 
 
