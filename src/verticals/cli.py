@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 
 from verticals import __version__
+from verticals.dropbp.config import DropBPError
+from verticals.finetune.cli import app as finetune_app
+from verticals.finetune.config import FinetuneError
 from verticals.llm.cli import app as llm_app
 from verticals.llm.errors import LLMError
 
@@ -15,9 +18,10 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
                   help="Four published AI systems, offline on a CPU.\n\n"
                        "[bold]Example:[/] verticals llm probs --choices Yes,No \"Is a troponin of 2 ng/ml raised?\"")
 app.add_typer(llm_app, name="llm")
+app.add_typer(finetune_app, name="finetune")
 
 #: errors that are the user's to fix: one line, exit code 2, never a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (LLMError,)
+USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError)
 
 
 @app.callback(invoke_without_command=True)

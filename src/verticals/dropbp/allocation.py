@@ -1,0 +1,97 @@
+"""Per-branch drop rates from measured sensitivity, under a FLOPs budget.
+
+Sensitivity of branch l (the paper's default, `gradnorm` form): S_l = sum over trainable parameter
+tensors of (||g|| - ||g^(l)||)^2, where g is the gradient with nothing dropped and g^(l) the
+gradient with only branch l dropped, summed over a few probe batches. Allocation is the greedy
+water-filling of the paper: starting from 0, raise by `step` the rate of the branch with the
+smallest S_l * (p_l + step), never above `cap`, until the kept backward FLOPs
+sum_l F_l (1 - p_l) fall to (1 - target) * sum_l F_l.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from verticals.dropbp.config import DropBPError
+
+if TYPE_CHECKING:
+    from verticals.dropbp.model import DropBP
+
+
+def allocate(sensitivities: np.ndarray, flops: np.ndarray, target: float, *, cap: float = 0.9, step: float = 0.1,
+             seed: int = 0) -> np.ndarray:
+    """Drop rates meeting the FLOPs budget of `target`, lowest where sensitivity is highest.
+
+    Ties are broken in a random order drawn from `seed` (no bias toward early layers).
+
+    Raises:
+        DropBPError: `target` above `cap`, or inputs of different lengths or with negative values.
+    """
+    s, f = np.asarray(sensitivities, dtype=float), np.asarray(flops, dtype=float)
+    if s.shape != f.shape or s.ndim != 1 or len(s) == 0:
+        raise DropBPError(f"need one sensitivity and one FLOPs value per branch, got {s.shape} and {f.shape}")
+    if (s < 0).any() or (f <= 0).any():
+        raise DropBPError("sensitivities must be >= 0 and FLOPs > 0")
+    if not 0 <= target <= cap:
+        raise DropBPError(f"target drop rate {target} is above the cap {cap}: it cannot be met")
+    order = torch.randperm(len(s), generator=torch.Generator().manual_seed(seed)).numpy()
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(s))
+    rates = np.zeros(len(s))
+    budget = (1 - target) * f.sum()
+    kept = f.sum()
+    tolerance = 1e-9 * f.sum()
+    while kept > budget + tolerance:
+        eligible = rates + step <= cap + 1e-9
+        if not eligible.any():  # only reachable when the grid cannot hit the target exactly below the cap
+            raise DropBPError(f"target drop rate {target} cannot be met with step {step} and cap {cap}")
+        cost = np.where(eligible, s * (rates + step), np.inf)
+        best = int(np.lexsort((rank, cost))[0])
+        rates[best] += step
+        kept -= step * f[best]
+    return np.round(rates, 10)
+
+
+def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor], batches: list[Any]) -> np.ndarray:
+    """S_l for every branch, from 1 + N forward/backward passes per probe batch.
+
+    Every probe of a batch sees the same random state (dropout draws alike); the caller's RNG state
+    and gradients are left as they were found (gradients are cleared).
+    """
+    if not batches:
+        raise DropBPError("sensitivity allocation needs at least one probe batch")
+    model = controller.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise DropBPError("the model has no trainable parameters to measure sensitivity on")
+    n = len(controller.branches)
+    total = np.zeros(n)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        for batch in batches:
+            state = torch.random.get_rng_state()
+            full = _grad_norms(controller, params, loss_fn, batch, None, state)
+            for branch in range(n):
+                total[branch] += float(((full - _grad_norms(controller, params, loss_fn, batch, branch, state)) ** 2)
+                                       .sum())
+    model.zero_grad(set_to_none=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shared = torch.tensor(total, dtype=torch.float64)
+        torch.distributed.all_reduce(shared)
+        total = shared.numpy() / torch.distributed.get_world_size()
+    return total
+
+
+def _grad_norms(controller: DropBP, params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor],
+                batch: Any, dropped: int | None, rng_state: torch.Tensor) -> np.ndarray:
+    controller.set_mask([i == dropped for i in range(len(controller.branches))])
+    controller.model.zero_grad(set_to_none=True)
+    torch.random.set_rng_state(rng_state)
+    loss = loss_fn(batch)
+    if loss.requires_grad:
+        loss.backward()
+    return np.array([0.0 if p.grad is None else float(p.grad.detach().float().norm()) for p in params])

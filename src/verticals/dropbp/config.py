@@ -1,0 +1,53 @@
+"""`DropBPConfig`: the settings of DropBP, checked when built (bad values fail before any surgery)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class DropBPError(ValueError):
+    """DropBP cannot be applied as asked: bad settings, or a model whose branches cannot be found."""
+
+
+ALLOCATIONS = ("uniform", "sensitivity")
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class DropBPConfig:
+    """Settings of DropBP (Woo et al., 2024, https://arxiv.org/abs/2402.17812).
+
+    Example:
+        >>> DropBPConfig(drop_rate=0.5, allocation="sensitivity").cap
+        0.9
+    """
+
+    drop_rate: float = field(default=0.5, metadata={"help": "target average drop rate, FLOPs-weighted"})
+    allocation: str = field(default="uniform", metadata={"help": "uniform, or sensitivity (measured on probes)"})
+    schedule: str = field(default="constant", metadata={"help": "constant, or linear warm-up from 0"})
+    warmup_steps: int = field(default=0, metadata={"help": "optimizer steps of the linear warm-up"})
+    cap: float = field(default=0.9, metadata={"help": "highest drop rate any branch gets"})
+    rate_step: float = field(default=0.1, metadata={"help": "grid of the greedy sensitivity allocation"})
+    seq_len: int = field(default=512, metadata={"help": "sequence length used to weigh attention FLOPs"})
+    seed: int = field(default=0, metadata={"help": "seed of the private mask generator (same on every rank)"})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cap < 1:
+            raise DropBPError(f"`cap` should be in [0, 1), got {self.cap}")
+        if not 0 <= self.drop_rate <= self.cap:
+            raise DropBPError(f"`drop_rate` should be in [0, cap={self.cap}], got {self.drop_rate}: a higher target "
+                              "cannot be met when no branch may be dropped more often than the cap")
+        if self.allocation not in ALLOCATIONS:
+            raise DropBPError(f"`allocation` should be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.schedule not in SCHEDULES:
+            raise DropBPError(f"`schedule` should be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.warmup_steps < 0 or (self.schedule == "linear" and self.warmup_steps == 0):
+            raise DropBPError(f"`warmup_steps` should be positive with a linear schedule, got {self.warmup_steps}")
+        if not 0 < self.rate_step <= 1:
+            raise DropBPError(f"`rate_step` should be in (0, 1], got {self.rate_step}")
+        if self.seq_len < 1:
+            raise DropBPError(f"`seq_len` should be positive, got {self.seq_len}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,26 @@
+"""Supervised fine-tuning of a `LocalModel` (LoRA or full), with DropBP built in.
+
+Example:
+    >>> from verticals.finetune import FinetuneConfig, finetune            # doctest: +SKIP
+    >>> finetune(LocalModel.bundled(), "chats.jsonl", "runs/tuned",
+    ...          FinetuneConfig(steps=300, drop_rate=0.5))                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from verticals.finetune.config import FinetuneConfig, FinetuneError
+
+if TYPE_CHECKING:
+    from verticals.finetune.train import FinetuneResult, finetune
+
+__all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "finetune"]
+
+
+def __getattr__(name: str) -> Any:
+    # torch loads only when training is asked for (keeps `verticals --help` fast)
+    if name in ("FinetuneResult", "finetune"):
+        return getattr(importlib.import_module("verticals.finetune.train"), name)
+    raise AttributeError(f"module 'verticals.finetune' has no attribute {name!r}")

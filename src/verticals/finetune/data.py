@@ -1,0 +1,98 @@
+"""Training examples from JSONL: chat examples (loss on assistant tokens only) or plain text.
+
+Each line is `{"messages": [{"role": ..., "content": ...}, ...]}` or `{"text": "..."}`. Batches
+are left-padded, so the tokens that carry loss sit at the right edge of every row and the LM head
+can run only over the last columns (see `loss.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from verticals.finetune.config import FinetuneError
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file, each checked to be a chat example or a text example."""
+    path = Path(path)
+    if not path.is_file():
+        raise FinetuneError(f"training data not found: {path}")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise FinetuneError(f"{path}:{number} is not JSON: {err.msg}") from err
+            if not isinstance(record, dict) or not (_is_chat(record) or isinstance(record.get("text"), str)):
+                raise FinetuneError(f"{path}:{number} needs a 'messages' list with an assistant turn, or a 'text'")
+            records.append(record)
+    if not records:
+        raise FinetuneError(f"{path} holds no examples")
+    return records
+
+
+def _is_chat(record: dict[str, Any]) -> bool:
+    messages = record.get("messages")
+    return (isinstance(messages, list) and any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages))
+
+
+def tokenize(record: dict[str, Any], tokenizer: Any, max_length: int) -> Example:
+    """Token ids and labels; only assistant replies (chat) or every token (text) carry loss."""
+    if "messages" in record:
+        ids, labels = _tokenize_chat(record["messages"], tokenizer)
+    else:
+        ids = list(tokenizer(record["text"], add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        labels = list(ids)
+    return Example(ids[:max_length], labels[:max_length])
+
+
+def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int]]:
+    def render(upto: int, generation_prompt: bool) -> list[int]:
+        text = tokenizer.apply_chat_template(messages[:upto], add_generation_prompt=generation_prompt, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ids = render(len(messages), False)
+    labels = [IGNORE] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start, end = len(render(i, True)), len(render(i + 1, False))
+        if ids[:end] != render(i + 1, False)[:end]:
+            raise FinetuneError("the chat template does not render conversations prefix by prefix; "
+                                "cannot tell which tokens are the assistant's")
+        labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded `input_ids`, `attention_mask`, `position_ids` and `labels`."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, width - n :] = torch.tensor(example.input_ids)
+        labels[row, width - n :] = torch.tensor(example.labels)
+        mask[row, width - n :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}

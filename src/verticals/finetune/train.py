@@ -1,0 +1,238 @@
+"""The fine-tuning loop: LoRA or full, DropBP built in, Accelerate-ready, resumable.
+
+Run as is on one CPU or GPU, or under `accelerate launch` (DDP) unchanged: every rank draws the
+same DropBP masks, and DDP is told that a step may leave parameters unused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from verticals import dropbp
+from verticals.finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verticals.finetune.config import FinetuneConfig, FinetuneError
+from verticals.finetune.data import Example, collate, read_jsonl, tokenize
+from verticals.finetune.loss import lm_loss
+from verticals.progress import progress_bar
+
+LOG_NAME = "train_log.jsonl"
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced: where, how far, and how the loss ended."""
+
+    output_dir: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    drop_rates: list[float] | None
+
+
+def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: str | Path,
+             config: FinetuneConfig | None = None, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
+    """Fine-tune `model` (a `LocalModel`) on chat or text examples; write a model `LocalModel` can load.
+
+    LoRA runs write a peft adapter (`LocalModel(base, adapter=output_dir)`); full runs write a whole
+    model folder (`LocalModel(output_dir)`). Checkpoints go to `output_dir/checkpoints`; with
+    `resume=True` a run continues after its last checkpoint without repeating finished steps.
+
+    Raises:
+        FinetuneError: bad data, an output folder holding another run, or a checkpoint that does not fit.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    config = config or FinetuneConfig()
+    out = Path(output_dir)
+    records = data if isinstance(data, list) else read_jsonl(data)
+    checkpoints = out / "checkpoints"
+    found = latest_checkpoint(checkpoints)
+    if found is not None and not resume:
+        raise FinetuneError(f"{out} already holds a run (last checkpoint {found.name}); "
+                            "pass --resume to continue it or choose another output folder")
+    tokenizer = model.tokenizer
+    examples = [tokenize(r, tokenizer, config.max_length) for r in records]
+    network = _trainable(model.model, config)
+    controller = _apply_dropbp(network, config)
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(
+        find_unused_parameters=controller is not None)])
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    start = 0
+    if found is not None:
+        state = load_checkpoint(found, network, optimizer, scheduler)
+        start = int(state["step"])
+        if controller is not None and state.get("dropbp"):
+            controller.load_state_dict(state["dropbp"])
+    wrapped, optimizer = accelerator.prepare(network, optimizer)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    loop = _Loop(config, accelerator, wrapped, network, optimizer, scheduler, controller, examples,
+                 tokenizer.pad_token_id or 0, out)
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # dropout draws from the run's seed; the caller's RNG is kept
+        torch.manual_seed(config.seed)
+        if found is not None:
+            torch.random.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        result = loop.run(start, progress)
+    if controller is not None:
+        controller.remove()
+    if accelerator.is_main_process:
+        _export(network, tokenizer, out, config)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
+    network.train()
+    if config.method == "full":
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
+        return network
+    from peft import LoraConfig, get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in network.named_modules()}
+    targets = [t for t in config.lora_targets if t in names]
+    if not targets:
+        raise FinetuneError(f"none of the LoRA targets {list(config.lora_targets)} is a module of this model")
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):  # adapter initialisation from the run's seed, global RNG untouched
+        torch.manual_seed(config.seed)
+        return get_peft_model(network, lora)
+
+
+def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> dropbp.DropBP | None:
+    if config.drop_rate == 0:
+        return None
+    return dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
+                        schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
+                        seq_len=config.max_length, seed=config.seed)
+
+
+def _lr_lambda(config: FinetuneConfig):  # type: ignore[no-untyped-def]
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        return max(0.0, (config.steps - step) / max(1, config.steps - config.warmup_steps))
+
+    return factor
+
+
+def micro_batches(examples: list[Example], config: FinetuneConfig, start: int, rank: int = 0,
+                  world: int = 1) -> Iterator[list[Example]]:
+    """Micro-batches in a seeded order per epoch, from global micro-batch `start` on (for resuming)."""
+    per_epoch = max(1, len(examples) // (config.batch_size * world))
+    index = start
+    while True:
+        epoch, offset = divmod(index, per_epoch)
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(examples))
+        first = (offset * world + rank) * config.batch_size
+        yield [examples[i] for i in order[first : first + config.batch_size]]
+        index += 1
+
+
+class _Loop:
+    """One run's moving parts, so each phase (calibrate, step, save) is a short method."""
+
+    def __init__(self, config: FinetuneConfig, accelerator: Any, wrapped: nn.Module, network: nn.Module,
+                 optimizer: Any, scheduler: Any, controller: dropbp.DropBP | None, examples: list[Example],
+                 pad_id: int, out: Path) -> None:
+        self.config, self.accelerator, self.wrapped, self.network = config, accelerator, wrapped, network
+        self.optimizer, self.scheduler, self.controller = optimizer, scheduler, controller
+        self.examples, self.pad_id, self.out = examples, pad_id, out
+        self.calibrate_at = max(1, int(0.1 * config.steps)) if config.drop_allocation == "sensitivity" else None
+
+    def run(self, start: int, progress: bool) -> FinetuneResult:
+        config, begun = self.config, time.perf_counter()
+        batches = micro_batches(self.examples, config, start * config.grad_accum, self.accelerator.process_index,
+                                self.accelerator.num_processes)
+        log = _Log(self.out / LOG_NAME, start, self.accelerator.is_main_process)
+        loss = math.nan
+        with progress_bar("fine-tuning", config.steps, enabled=progress and self.accelerator.is_main_process) as bar:
+            bar(start)
+            for step in range(start, config.steps):
+                if step == self.calibrate_at and self.controller is not None and self.controller.sensitivities is None:
+                    self._calibrate()
+                loss, tokens, seconds = self._step(batches)
+                log.write(step + 1, loss, tokens, seconds)
+                bar(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
+                if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+                    self._save(step + 1)
+        rates = None if self.controller is None else self.controller.rates.tolist()
+        return FinetuneResult(self.out, config.steps, loss, time.perf_counter() - begun, rates)
+
+    def _step(self, batches: Iterator[list[Example]]) -> tuple[float, int, float]:
+        begun, total, tokens = time.perf_counter(), 0.0, 0
+        device = self.accelerator.device
+        for micro in range(self.config.grad_accum):
+            batch = {k: v.to(device) for k, v in collate(next(batches), self.pad_id).items()}
+            tokens += int(batch["attention_mask"].sum())
+            syncing = micro == self.config.grad_accum - 1
+            with self.accelerator.no_sync(self.wrapped) if not syncing else nullcontext():
+                loss, _ = lm_loss(self.wrapped, batch)
+                if loss.requires_grad:  # False only when DropBP dropped every branch of a LoRA model
+                    self.accelerator.backward(loss / self.config.grad_accum)
+            total += float(loss.detach()) / self.config.grad_accum
+        self.accelerator.clip_grad_norm_([p for p in self.network.parameters() if p.requires_grad], 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.controller is not None:
+            self.controller.step()
+        return total, tokens, time.perf_counter() - begun
+
+    def _calibrate(self) -> None:
+        assert self.controller is not None
+        probes = micro_batches(self.examples, self.config, 0, self.accelerator.process_index,
+                               self.accelerator.num_processes)
+        device = self.accelerator.device
+        batches = [{k: v.to(device) for k, v in collate(next(probes), self.pad_id).items()}
+                   for _ in range(self.config.probe_batches)]
+        self.controller.calibrate(lambda b: lm_loss(self.network, b)[0], batches)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _save(self, step: int) -> None:
+        if self.accelerator.is_main_process:
+            state = {"dropbp": None if self.controller is None else self.controller.state_dict(),
+                     "torch_rng": torch.random.get_rng_state().tolist()}  # LoRA dropout draws continue alike
+            save_checkpoint(self.out / "checkpoints", step, self.network, self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()
+
+
+class _Log:
+    """`train_log.jsonl`: one line per optimizer step; a resumed run drops lines past its checkpoint."""
+
+    def __init__(self, path: Path, start: int, active: bool) -> None:
+        self.path, self.active, self.elapsed = path, active, 0.0
+        if active and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+            path.write_text("".join(line + "\n" for line in kept))
+            self.elapsed = json.loads(kept[-1])["elapsed"] if kept else 0.0
+
+    def write(self, step: int, loss: float, tokens: int, seconds: float) -> None:
+        self.elapsed += seconds
+        if self.active:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"step": step, "loss": loss, "tokens": tokens, "seconds": seconds,
+                                         "elapsed": self.elapsed}) + "\n")
+
+
+def _export(network: nn.Module, tokenizer: Any, out: Path, config: FinetuneConfig) -> None:
+    """The final model: a peft adapter (LoRA) or a whole model folder (full), safetensors, plus the tokenizer."""
+    network.eval()
+    network.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,135 @@
+"""Fine-tuning on the tiny model: loss on assistant tokens, LoRA/full outputs, DropBP, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from verticals.finetune import FinetuneConfig, FinetuneError, finetune
+from verticals.finetune.data import IGNORE, collate, read_jsonl, tokenize
+from verticals.finetune.loss import columns_with_loss, lm_loss
+from verticals.finetune.train import _Loop
+from verticals.llm.local import LocalModel
+
+CHATS = [{"messages": [{"role": "user", "content": f"Is fever number {i} a symptom of the flu?"},
+                       {"role": "assistant", "content": "Yes." if i % 2 else "No."}]} for i in range(16)]
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in CHATS))
+    return path
+
+
+def fresh(tiny_model_dir: Path) -> LocalModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LocalModel(tiny_model_dir)
+
+
+def test_only_assistant_tokens_carry_loss(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    example = tokenize(CHATS[1], tiny_model.tokenizer, 512)
+    labelled = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
+    text = tiny_model.tokenizer.decode(labelled)
+    assert text.startswith("Yes.") and "<|im_end|>" in text
+    assert "fever" not in text
+
+
+def test_left_padding_puts_labels_at_the_right_edge(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    examples = [tokenize(r, tiny_model.tokenizer, 512) for r in (CHATS[0], {"text": "a much longer plain text " * 3})]
+    batch = collate(examples, 0)
+    assert batch["attention_mask"][:, -1].all()
+    short = int(batch["attention_mask"][0].sum())
+    assert batch["position_ids"][0, -short:].tolist() == list(range(short))
+    assert columns_with_loss(batch["labels"]) == batch["labels"].shape[1]  # the text row is labelled throughout
+    only_chat = collate(examples[:1] * 2, 0)
+    assert columns_with_loss(only_chat["labels"]) < only_chat["labels"].shape[1] // 2
+
+
+def test_selective_head_loss_equals_the_full_loss(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    examples = [tokenize(r, tiny_model.tokenizer, 512) for r in CHATS[:4]]
+    batch = collate(examples, tiny_model.tokenizer.pad_token_id)
+    loss, count = lm_loss(tiny_model.model, batch)
+    logits = tiny_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              position_ids=batch["position_ids"]).logits
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                             batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE)
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+    assert count == int((batch["labels"] != IGNORE).sum())
+
+
+def test_lora_run_writes_an_adapter_that_changes_the_model(tiny_model_dir: Path, data_file: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    config = FinetuneConfig(steps=6, batch_size=4, lr=5e-2, warmup_steps=0, save_every=3, drop_rate=0.5)
+    result = finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 7))
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert result.drop_rates is not None and set(result.drop_rates) == {0.5}
+    tuned = LocalModel(tiny_model_dir, adapter=out)
+    prompt = [CHATS[1]["messages"][0]]
+    assert tuned.choice_probs([prompt], ["Yes", "No"])[0, 0] > fresh(tiny_model_dir).choice_probs(
+        [prompt], ["Yes", "No"])[0, 0]
+
+
+def test_full_run_writes_a_loadable_model(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    finetune(fresh(tiny_model_dir), data_file, out, FinetuneConfig(method="full", steps=2, lr=1e-3, warmup_steps=0),
+             progress=False)
+    assert LocalModel(out).chat("Is fever a symptom?", max_tokens=3) is not None
+    assert not list(out.glob("*.bin"))
+
+
+def test_resume_continues_without_repeating_steps(tiny_model_dir: Path, data_file: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = FinetuneConfig(steps=6, batch_size=4, lr=1e-2, warmup_steps=0, save_every=2, drop_rate=0.5)
+    straight = tmp_path / "straight"
+    finetune(fresh(tiny_model_dir), data_file, straight, config, progress=False)
+    interrupted = tmp_path / "interrupted"
+    real_step, calls = _Loop._step, []
+
+    def step_then_stop(self, batches):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 6:  # killed during step 6: steps 1-4 are checkpointed, step 5 is lost
+            raise KeyboardInterrupt
+        return real_step(self, batches)
+
+    monkeypatch.setattr(_Loop, "_step", step_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(fresh(tiny_model_dir), data_file, interrupted, config, progress=False)
+    monkeypatch.setattr(_Loop, "_step", real_step)
+    with pytest.raises(FinetuneError, match="--resume"):
+        finetune(fresh(tiny_model_dir), data_file, interrupted, config, progress=False)
+    finetune(fresh(tiny_model_dir), data_file, interrupted, config, resume=True, progress=False)
+    a = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (interrupted / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in b] == list(range(1, 7))
+    assert [e["loss"] for e in b] == pytest.approx([e["loss"] for e in a], rel=1e-4)
+    assert torch.equal(_adapter(straight)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
+                       _adapter(interrupted)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"])
+
+
+def _adapter(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_bad_data_fails_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(FinetuneError, match="bad.jsonl:1"):
+        read_jsonl(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(FinetuneError, match="not JSON"):
+        read_jsonl(bad)
+    with pytest.raises(FinetuneError, match="not found"):
+        read_jsonl(tmp_path / "missing.jsonl")
+    with pytest.raises(FinetuneError, match="method"):
+        FinetuneConfig(method="qlora")
