@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def test_chat_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> None:
     (["llm", "probs", "--choices", "Yes,No"], "no questions given"),
     (["llm", "probs", "--file", "/no/such/file.txt"], "question file not found"),
     (["llm", "chat", "-m", "http://127.0.0.1:9/v1", "hi"], "cannot reach"),
+    (["finetune", "run", "/no/such/data.jsonl", "--out", "/tmp/unused"], "training data not found"),
+    (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "0.95"], "`drop_rate`"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli(*args, tmp_path=tmp_path)
@@ -66,3 +69,20 @@ def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_finetune_then_chat_with_the_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "chats.jsonl"
+    chat = {"messages": [{"role": "user", "content": "Is fever a symptom?"}, {"role": "assistant", "content": "Yes."}]}
+    data.write_text((json.dumps(chat) + "\n") * 8)
+    out = tmp_path / "tuned"
+    result = run_cli("finetune", "run", str(data), "--out", str(out), "-m", str(tiny_model_dir), "--steps", "2",
+                     "--batch-size", "2", "--drop-rate", "0.5", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--adapter" in result.stderr and (out / "adapter_model.safetensors").is_file()
+    again = run_cli("finetune", "run", str(data), "--out", str(out), "-m", str(tiny_model_dir), "--steps", "2",
+                    tmp_path=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    reply = run_cli("llm", "chat", "-m", str(tiny_model_dir), "--adapter", str(out), "--max-tokens", "3", "Hi",
+                    tmp_path=tmp_path)
+    assert reply.returncode == 0, reply.stderr

@@ -71,14 +71,19 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
     n = len(controller.branches)
     total = np.zeros(n)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        for batch in batches:
-            state = torch.random.get_rng_state()
-            full = _grad_norms(controller, params, loss_fn, batch, None, state)
-            for branch in range(n):
-                total[branch] += float(((full - _grad_norms(controller, params, loss_fn, batch, branch, state)) ** 2)
-                                       .sum())
-    model.zero_grad(set_to_none=True)
+    was_training = model.training
+    model.train()  # branches drop only in training mode; a model left in eval mode would measure zeros
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for batch in batches:
+                state = torch.random.get_rng_state()
+                full = _grad_norms(controller, params, loss_fn, batch, None, state)
+                for branch in range(n):
+                    probe = _grad_norms(controller, params, loss_fn, batch, branch, state)
+                    total[branch] += float(((full - probe) ** 2).sum())
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         shared = torch.tensor(total, dtype=torch.float64)
         torch.distributed.all_reduce(shared)

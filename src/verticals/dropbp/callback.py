@@ -11,6 +11,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from verticals.dropbp.model import DropBP
@@ -39,8 +40,9 @@ class DropBPCallback(TrainerCallback):
         if (controller.config.allocation == "sensitivity" and controller.sensitivities is None
                 and state.global_step >= due and train_dataloader is not None):
             device = next(controller.model.parameters()).device
-            batches = [{k: v.to(device) for k, v in batch.items()}
-                       for batch in islice(iter(train_dataloader), self.probe_batches)]
+            with torch.random.fork_rng(devices=[]):  # drawing probe batches must not shift the run's RNG
+                batches = [{k: v.to(device) for k, v in batch.items()}
+                           for batch in islice(iter(train_dataloader), self.probe_batches)]
             controller.calibrate(lambda b: controller.model(**b).loss, batches)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

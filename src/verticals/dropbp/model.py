@@ -137,9 +137,19 @@ class DropBP:
         """Draw the drop mask for the next forward pass (independent Bernoulli per branch)."""
         draws = torch.rand(len(self.branches), generator=self.generator).numpy()
         mask = draws < self.rates
+        trainable = np.array([any(p.requires_grad for p in b.parameters()) for b in self.branches])
+        if trainable.any() and not (trainable & ~mask).any() and not self._trainable_outside_branches():
+            # Nothing trainable would get a gradient and backward() would fail (LoRA with frozen head):
+            # keep one trainable branch, drawn from the private generator so every rank keeps the same.
+            candidates = np.flatnonzero(trainable)
+            mask[candidates[int(torch.randint(len(candidates), (1,), generator=self.generator))]] = False
         for branch, dropped in zip(self.branches, mask):
             branch.dropped = bool(dropped)
         return mask
+
+    def _trainable_outside_branches(self) -> bool:
+        inside = {id(p) for b in self.branches for p in b.parameters()}
+        return any(p.requires_grad for p in self.model.parameters() if id(p) not in inside)
 
     def set_mask(self, dropped: Iterable[bool]) -> None:
         """Fix the mask by hand (sampling stops until `resume_sampling`)."""
@@ -192,11 +202,8 @@ class DropBP:
         return self.model
 
     def _before_forward(self, module: nn.Module, args: object) -> None:
-        if module.training and self.sampling:
+        if module.training and self.sampling:  # in eval mode branches never drop (see Branch._enter)
             self.sample()
-        elif not module.training:
-            for branch in self.branches:
-                branch.dropped = False
 
 
 def apply(model: nn.Module, config: DropBPConfig | None = None, **settings: Any) -> DropBP:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from verticals.dropbp.config import ALLOCATIONS, SCHEDULES
+from verticals.dropbp.config import ALLOCATIONS, SCHEDULES, DropBPConfig
 
 
 class FinetuneError(ValueError):
@@ -66,6 +66,9 @@ class FinetuneConfig:
         for ok, message in checks:
             if not ok:
                 raise FinetuneError(message)
+        if self.drop_rate > 0:  # DropBP's own checks (cap, schedule) before any model is loaded
+            DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
+                         warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
