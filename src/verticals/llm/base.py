@@ -8,8 +8,9 @@ misses to the backend (the shape of VLMEvalKit's `generate` / `generate_inner`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,22 +76,8 @@ class LanguageModel(ABC):
         """Replies to many conversations; cached ones are served, the rest go to the backend."""
         params = GenerationParams(max_tokens, temperature, top_p, tuple(stop), seed)
         convs = [as_messages(c) for c in conversations]
-        keys = [self._key("chat", c, asdict(params)) for c in convs] if self._caching(params) else []
-        done: dict[int, str] = {}
-        if keys and self.cache is not None:
-            hits = self.cache.get_many(keys)
-            done = {i: hits[k] for i, k in enumerate(keys) if k in hits}
-        todo = [i for i in range(len(convs)) if i not in done]
-        with progress_bar("chat", len(convs), enabled=progress) as advance:
-            advance(len(done))
-            for start in range(0, len(todo), self.scoring_chunk_size):
-                chunk = todo[start : start + self.scoring_chunk_size]
-                replies = self._chat_many([convs[i] for i in chunk], params)
-                done.update(zip(chunk, replies))
-                if keys and self.cache is not None:
-                    self.cache.put_many({keys[i]: done[i] for i in chunk})
-                advance(len(chunk))
-        return [done[i] for i in range(len(convs))]
+        keys = [self._key("chat", c, asdict(params)) for c in convs] if self._caching(params) else None
+        return self._cached_map("chat", convs, keys, lambda chunk: self._chat_many(chunk, params), progress)
 
     def stream(self, messages: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                stop: Sequence[str] = (), seed: int | None = None) -> Iterator[str]:
@@ -130,21 +117,9 @@ class LanguageModel(ABC):
             raise LLMError("no prompts to score; give at least one prompt")
         convs = [as_messages(p) for p in prompts]
         keys = [self._key("choices", c, {"choices": list(choices)}) for c in convs]
-        logprobs: dict[int, list[float]] = {}
-        if self.cache is not None:
-            hits = self.cache.get_many(keys)
-            logprobs = {i: hits[k] for i, k in enumerate(keys) if k in hits}
-        todo = [i for i in range(len(convs)) if i not in logprobs]
-        with progress_bar("scoring", len(convs), enabled=progress) as advance:
-            advance(len(logprobs))
-            for start in range(0, len(todo), self.scoring_chunk_size):
-                chunk = todo[start : start + self.scoring_chunk_size]
-                rows = np.asarray(self._choice_logprobs([convs[i] for i in chunk], choices), dtype=np.float64)
-                logprobs.update((i, row.tolist()) for i, row in zip(chunk, rows))
-                if self.cache is not None:
-                    self.cache.put_many({keys[i]: logprobs[i] for i in chunk})
-                advance(len(chunk))
-        return normalise(np.array([logprobs[i] for i in range(len(convs))], dtype=np.float64))
+        rows = self._cached_map("scoring", convs, keys, lambda chunk: np.asarray(
+            self._choice_logprobs(chunk, choices), dtype=np.float64).tolist(), progress)
+        return normalise(np.array(rows, dtype=np.float64))
 
     # -- backend hooks --------------------------------------------------------------------------
     @abstractmethod
@@ -164,6 +139,25 @@ class LanguageModel(ABC):
         return [self._chat(c, params) for c in conversations]
 
     # -- helpers --------------------------------------------------------------------------------
+    def _cached_map(self, what: str, convs: list[list[Message]], keys: list[str] | None,
+                    compute: Callable[[list[list[Message]]], list[Any]], progress: bool) -> list[Any]:
+        """Serve cached answers, compute the rest in chunks; each chunk is committed before the next."""
+        cache = self.cache if keys is not None else None
+        done: dict[int, Any] = {}
+        if cache is not None and keys is not None:
+            hits = cache.get_many(keys)
+            done = {i: hits[k] for i, k in enumerate(keys) if k in hits}
+        todo = [i for i in range(len(convs)) if i not in done]
+        with progress_bar(what, len(convs), enabled=progress) as advance:
+            advance(len(done))
+            for start in range(0, len(todo), self.scoring_chunk_size):
+                chunk = todo[start : start + self.scoring_chunk_size]
+                done.update(zip(chunk, compute([convs[i] for i in chunk])))
+                if cache is not None and keys is not None:
+                    cache.put_many({keys[i]: done[i] for i in chunk})
+                advance(len(chunk))
+        return [done[i] for i in range(len(convs))]
+
     def _caching(self, params: GenerationParams) -> bool:
         return self.cache is not None and params.deterministic
 
