@@ -37,6 +37,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/llm_scoring.py
+	$(PY) benchmarks/dropbp_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
