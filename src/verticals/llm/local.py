@@ -97,10 +97,10 @@ class LocalModel(LanguageModel):
     def choice_ids(self, choices: tuple[str, ...], reference: list[int]) -> list[list[int]]:
         """Token ids of each choice as it would follow `reference` (tokenised in context)."""
         ref_text = self.tokenizer.decode(reference)
+        ref = list(self.tokenizer(ref_text, add_special_tokens=False)["input_ids"])
         ids = []
         for choice in choices:
             full = list(self.tokenizer(ref_text + choice, add_special_tokens=False)["input_ids"])
-            ref = list(self.tokenizer(ref_text, add_special_tokens=False)["input_ids"])
             tokens = full[len(ref):] if full[: len(ref)] == ref else list(
                 self.tokenizer(choice, add_special_tokens=False)["input_ids"])
             if not tokens:
