@@ -76,10 +76,10 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
     try:
         with torch.random.fork_rng(devices=devices):
             for batch in batches:
-                state = torch.random.get_rng_state()
-                full = _grad_norms(controller, params, loss_fn, batch, None, state)
+                state = (torch.random.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices])
+                full = _grad_norms(controller, params, loss_fn, batch, None, state, devices)
                 for branch in range(n):
-                    probe = _grad_norms(controller, params, loss_fn, batch, branch, state)
+                    probe = _grad_norms(controller, params, loss_fn, batch, branch, state, devices)
                     total[branch] += float(((full - probe) ** 2).sum())
     finally:
         model.train(was_training)
@@ -92,10 +92,13 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
 
 
 def _grad_norms(controller: DropBP, params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor],
-                batch: Any, dropped: int | None, rng_state: torch.Tensor) -> np.ndarray:
+                batch: Any, dropped: int | None, rng_state: tuple[torch.Tensor, list[torch.Tensor]],
+                devices: list[int]) -> np.ndarray:
     controller.set_mask([i == dropped for i in range(len(controller.branches))])
     controller.model.zero_grad(set_to_none=True)
-    torch.random.set_rng_state(rng_state)
+    torch.random.set_rng_state(rng_state[0])  # every probe sees the same dropout draws, on CPU and GPU
+    for device, cuda_state in zip(devices, rng_state[1]):
+        torch.cuda.set_rng_state(cuda_state, device)
     loss = loss_fn(batch)
     if loss.requires_grad:
         loss.backward()

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from verticals.dropbp.config import ALLOCATIONS, SCHEDULES, DropBPConfig
+from verticals.dropbp.config import DropBPConfig
 
 
 class FinetuneError(ValueError):
@@ -57,18 +57,15 @@ class FinetuneConfig:
             (self.warmup_steps >= 0, f"`warmup_steps` should be >= 0, got {self.warmup_steps}"),
             (self.max_length >= 8, f"`max_length` should be at least 8, got {self.max_length}"),
             (self.lora_r >= 1, f"`lora_r` should be at least 1, got {self.lora_r}"),
-            (0 <= self.drop_rate < 1, f"`drop_rate` should be in [0, 1), got {self.drop_rate}"),
-            (self.drop_allocation in ALLOCATIONS, f"`drop_allocation` should be one of {ALLOCATIONS}"),
-            (self.drop_schedule in SCHEDULES, f"`drop_schedule` should be one of {SCHEDULES}"),
             (self.probe_batches >= 1, f"`probe_batches` should be at least 1, got {self.probe_batches}"),
             (self.save_every >= 1, f"`save_every` should be at least 1, got {self.save_every}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise FinetuneError(message)
-        if self.drop_rate > 0:  # DropBP's own checks (cap, schedule) before any model is loaded
-            DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
-                         warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
+        # DropBP's own checks (rate within the cap, allocation, schedule) before any model is loaded
+        DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
+                     warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -91,7 +91,7 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if controller is not None:
         controller.remove()
     if accelerator.is_main_process:
-        _export(network, tokenizer, out, config)
+        _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
     return result
 
@@ -231,7 +231,7 @@ class _Log:
                                          "elapsed": self.elapsed}) + "\n")
 
 
-def _export(network: nn.Module, tokenizer: Any, out: Path, config: FinetuneConfig) -> None:
+def _export(network: nn.Module, tokenizer: Any, out: Path) -> None:
     """The final model: a peft adapter (LoRA) or a whole model folder (full), safetensors, plus the tokenizer."""
     network.eval()
     network.save_pretrained(out, safe_serialization=True)

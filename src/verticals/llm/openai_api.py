@@ -73,7 +73,7 @@ class OpenAIModel(LanguageModel):
 
     # -- backend hooks --------------------------------------------------------------------------
     def _chat(self, messages: list[Message], params: GenerationParams) -> str:
-        answer = self._post("/chat/completions", self._payload(messages, params))
+        answer = self._request("POST", "/chat/completions", self._payload(messages, params))
         try:
             return str(answer["choices"][0]["message"]["content"] or "")
         except (KeyError, IndexError, TypeError) as err:
@@ -104,7 +104,7 @@ class OpenAIModel(LanguageModel):
 
         def score(messages: list[Message]) -> list[float]:
             payload = {**self._payload(messages, params), "logprobs": True, "top_logprobs": self.top_logprobs}
-            return first_token_logprobs(self._post("/chat/completions", payload), choices, self.base_url)
+            return first_token_logprobs(self._request("POST", "/chat/completions", payload), choices, self.base_url)
 
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             return np.array(list(pool.map(score, prompts)), dtype=np.float64)
@@ -125,9 +125,6 @@ class OpenAIModel(LanguageModel):
             return str(listing["data"][0]["id"])
         except (KeyError, IndexError, TypeError) as err:
             raise ServerError(f"{self.base_url}/models lists no model; pass the model name explicitly") from err
-
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, payload)
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """One request with retries on 429, 5xx, time-outs and refused connections."""
