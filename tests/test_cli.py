@@ -62,6 +62,10 @@ def test_chat_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> None:
     (["llm", "chat", "-m", "http://127.0.0.1:9/v1", "hi"], "cannot reach"),
     (["finetune", "run", "/no/such/data.jsonl", "--out", "/tmp/unused"], "training data not found"),
     (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "0.95"], "`drop_rate`"),
+    (["serval", "run", "no_such_table", "--out", "/tmp/unused"], "unknown dataset 'no_such_table'"),
+    (["serval", "run", "/no/such.csv", "--out", "/tmp/unused"], "no metadata for /no/such.csv"),
+    (["serval", "run", "heart_failure", "--out", "/tmp/unused", "--llm", "simulated:auc=2"], "auc should be"),
+    (["serval", "run", "heart_failure", "--out", "/tmp/unused", "--loops", "0"], "`loops`"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli(*args, tmp_path=tmp_path)
@@ -86,3 +90,18 @@ def test_finetune_then_chat_with_the_adapter(tiny_model_dir: Path, tmp_path: Pat
     reply = run_cli("llm", "chat", "-m", str(tiny_model_dir), "--adapter", str(out), "--max-tokens", "3", "Hi",
                     tmp_path=tmp_path)
     assert reply.returncode == 0, reply.stderr
+
+
+def test_serval_lists_datasets_and_runs_a_study(tmp_path: Path) -> None:
+    listed = run_cli("serval", "datasets", tmp_path=tmp_path)
+    assert listed.returncode == 0 and "heart_disease" in listed.stdout and "pima_diabetes" in listed.stdout
+    out = tmp_path / "study"
+    args = ("serval", "run", "heart_failure", "--llm", "simulated:auc=0.75", "--out", str(out), "--seed", "1")
+    result = run_cli(*args, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "small model (SERSAL)" in result.stdout and "oracle recovery" in result.stdout
+    assert (out / "report.html").is_file()
+    again = run_cli(*args, tmp_path=tmp_path)  # finished: read back, same table
+    assert again.returncode == 0 and again.stdout == result.stdout
+    other = run_cli(*args[:-1], "2", tmp_path=tmp_path)
+    assert other.returncode == 2 and "other settings" in other.stderr

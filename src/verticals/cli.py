@@ -13,15 +13,18 @@ from verticals.finetune.cli import app as finetune_app
 from verticals.finetune.config import FinetuneError
 from verticals.llm.cli import app as llm_app
 from verticals.llm.errors import LLMError
+from verticals.serval.cli import app as serval_app
+from verticals.serval.config import ServalError
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   help="Four published AI systems, offline on a CPU.\n\n"
                        "[bold]Example:[/] verticals llm probs --choices Yes,No \"Is a troponin of 2 ng/ml raised?\"")
 app.add_typer(llm_app, name="llm")
 app.add_typer(finetune_app, name="finetune")
+app.add_typer(serval_app, name="serval")
 
 #: errors that are the user's to fix: one line, exit code 2, never a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError)
+USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError, ServalError)
 
 
 @app.callback(invoke_without_command=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,8 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # deprecation notices raised inside transformers by the libraries that call it (peft) are not the user's to fix
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 @app.command(epilog="Example: verticals llm chat --system \"Answer in one sentence.\" \"What is a stent?\"")

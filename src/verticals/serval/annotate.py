@@ -1,0 +1,163 @@
+"""Step 1 of SERSAL: soft labels P(positive) for every row, from an LLM or from a simulated annotator.
+
+`LLMAnnotator` asks the zero-shot question built by `prompts.py`. Confidence comes from token
+probabilities (`choice_probs`, the default), from a verbalised percentage, or from the share of "Yes"
+over k samples (for servers without log-probabilities). Gold labels are never shown to it.
+
+`SimulatedAnnotator` is a study tool, never a default: it derives soft labels of a chosen AUC from the
+gold labels, so the loop's mechanism (does the small model beat its teacher?) can be measured and
+tested deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from verticals.serval.config import ServalError
+from verticals.serval.datasets import TabularData
+from verticals.serval.prompts import PromptTemplate, questions
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass
+class LLMAnnotator:
+    """Zero-shot soft labels from a `LanguageModel`.
+
+    Args:
+        model (`LanguageModel`): any model behind `verticals.llm`.
+        method (`str`): `logprobs` (P of the first choice among the two), `verbalized`, or `vote`.
+        style (`str`): `described` (names, units, meanings) or `plain` (`column: value`).
+        votes (`int`): samples per row for `vote`.
+        template (`PromptTemplate`, *optional*): defaults to the packaged `prompts.toml`.
+    """
+
+    model: Any
+    method: str = "logprobs"
+    style: str = "described"
+    votes: int = 5
+    template: PromptTemplate | None = None
+    progress: bool = True
+    unparsed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"llm:{self.model.fingerprint}"
+
+    def annotate(self, data: TabularData) -> np.ndarray:
+        """P(positive) for each row of `data`, in [0, 1]."""
+        template = self.template or PromptTemplate.load()
+        if self.method == "logprobs":
+            chats = questions(data, template, self.style)
+            return self.model.choice_probs(chats, list(template.choices), progress=self.progress)[:, 0]
+        if self.method == "verbalized":
+            chats = questions(data, template, self.style, kind="verbalized")
+            replies = self.model.chat_batch(chats, max_tokens=8, progress=self.progress)
+            return np.array([self._percent(r) for r in replies])
+        chats = questions(data, template, self.style)
+        yes = template.choices[0].lower()
+        shares = np.zeros(len(chats))
+        for seed in range(self.votes):
+            replies = self.model.chat_batch(chats, max_tokens=3, temperature=1.0, seed=seed, progress=self.progress)
+            shares += [r.strip().lower().startswith(yes) for r in replies]
+        return shares / self.votes
+
+    def _percent(self, reply: str) -> float:
+        """A reply like "70", "70%" or "0.7" as a probability; anything else counts as 0.5 (and is counted)."""
+        found = _NUMBER.search(reply)
+        if found is None:
+            self.unparsed += 1
+            return 0.5
+        value = float(found.group())
+        return min(value / 100 if value > 1 else value, 1.0)
+
+
+@dataclass
+class SimulatedAnnotator:
+    """Soft labels of a chosen AUC, derived from gold labels (a study tool, named as such).
+
+    Each row's score is `a (2y - 1) + s a b(x) + r`: the label signal of size `a`; a systematic,
+    feature-dependent error `b(x)` (a seeded random direction over the standardised features, made
+    uncorrelated with the label, unit variance) scaled to a share `s = systematic` of the signal; and
+    random noise `r` filling the rest of a unit noise variance. Real LLM errors have both kinds: a small
+    model averages the random part away but learns the systematic one (at `s = 1` the student falls
+    below its teacher). `a` is found by bisection so that the scores' AUC matches `auc`; soft labels
+    are `sigmoid(2 a score)`, the calibrated posterior for two unit-variance Gaussians.
+
+    Args:
+        auc (`float`): target AUC in (0.5, 1).
+        systematic (`float`): size of the feature-dependent error relative to the signal, in [0, 1].
+        seed (`int`): the noise and the direction.
+    """
+
+    auc: float = 0.75
+    systematic: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.auc < 1:
+            raise ServalError(f"simulated annotator: auc should be in (0.5, 1), got {self.auc}")
+        if not 0 <= self.systematic <= 1:
+            raise ServalError(f"simulated annotator: systematic should be in [0, 1], got {self.systematic}")
+
+    @property
+    def name(self) -> str:
+        return f"simulated:auc={self.auc},systematic={self.systematic},seed={self.seed}"
+
+    def annotate(self, data: TabularData) -> np.ndarray:
+        if data.labels is None:
+            raise ServalError("the simulated annotator needs gold labels (a target column) to derive from")
+        y = data.labels.astype(float)
+        rng = np.random.default_rng(self.seed)
+        x, _ = data.encode()
+        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+        bias = x @ rng.standard_normal(x.shape[1])
+        bias = bias - np.polyval(np.polyfit(y, bias, 1), y) if y.std() > 0 else bias  # uncorrelated with y
+        bias = bias / (bias.std() or 1.0)
+        random = rng.standard_normal(len(y))
+        sign = 2 * y - 1
+
+        def scores(a: float) -> np.ndarray:
+            tilt = self.systematic * a  # the feature-dependent error is this share of the signal's size
+            return a * sign + tilt * bias + math.sqrt(max(1 - tilt**2, 0.0)) * random
+
+        low, high = 0.0, 10.0
+        for _ in range(50):
+            a = (low + high) / 2
+            low, high = (a, high) if roc_auc_score(y, scores(a)) < self.auc else (low, a)
+        a = (low + high) / 2
+        return 1 / (1 + np.exp(-2 * a * scores(a)))
+
+
+def make_annotator(spec: str, *, method: str = "logprobs", style: str = "described", votes: int = 5,
+                   progress: bool = True, device: str = "auto", cache: Any = None) -> LLMAnnotator | SimulatedAnnotator:
+    """The annotator named by `--llm`: `simulated:auc=0.75[,systematic=0.3,seed=0]`, or a model spec.
+
+    A model spec is what `verticals.llm.open_model` takes: `bundled`, a folder, or a server URL.
+
+    Raises:
+        ServalError: a malformed `simulated:` spec.
+    """
+    if spec.startswith("simulated"):
+        _, _, body = spec.partition(":")
+        try:
+            options = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in body.split(",") if p.strip())}
+        except ValueError:
+            raise ServalError(f"bad simulated annotator {spec!r}; "
+                              "write e.g. simulated:auc=0.75,systematic=0.3") from None
+        unknown = set(options) - {"auc", "systematic", "seed"}
+        if unknown:
+            raise ServalError(f"simulated annotator: unknown option(s) {sorted(unknown)}; "
+                              "known: auc, systematic, seed")
+        return SimulatedAnnotator(auc=options.get("auc", 0.75), systematic=options.get("systematic", 0.3),
+                                  seed=int(options.get("seed", 0)))
+    from verticals.llm.loader import open_model
+
+    model = open_model(spec, device=device, cache=cache)
+    return LLMAnnotator(model, method=method, style=style, votes=votes, progress=progress)

@@ -1,0 +1,86 @@
+"""Evaluation, the only reader of gold labels: AUC and accuracy on the held-out test rows.
+
+Rows: the LLM zero-shot, the small model taught by it, the reverse-tuned LLM, and the oracle (the
+same small model trained on gold labels). Oracle recovery = small-model AUC / oracle AUC, the
+paper's headline ("recovers about 95% of the fully supervised AUC").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from verticals.serval._io import write_text
+from verticals.serval.run import LoopRecord, SersalRun
+
+ROWS = ("llm_zero_shot", "small_model", "tuned_llm", "oracle")
+
+
+def scores(gold: np.ndarray | None, probs: np.ndarray | None) -> dict[str, float] | None:
+    """AUC and accuracy (threshold 0.5) of `probs` against `gold`; None when either is missing."""
+    if gold is None or probs is None or len(set(gold.tolist())) < 2:
+        return None
+    return {"auc": float(roc_auc_score(gold, probs)), "accuracy": float(accuracy_score(gold, probs >= 0.5))}
+
+
+def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
+    """The results of a finished run as a JSON-ready dict (also written as `results.json`)."""
+    test = run.rows("test")
+    gold = None if run.data.labels is None else run.data.labels[test]
+    passed = [r for r in loops if r.quality.passed]
+    final = passed[-1] if passed else loops[0]
+    tuned_loops = [r for r in loops if r.tuned is not None]
+    tuned = _tuned_probs(run, loops, tuned_loops[-1]) if tuned_loops else None
+    oracle = run.oracle()
+    table = {
+        "llm_zero_shot": scores(gold, loops[0].annotations[test]),
+        "small_model": scores(gold, final.small_probs[test]),
+        "tuned_llm": scores(gold, tuned),
+        "oracle": scores(gold, None if oracle is None else oracle[test]),
+    }
+    recovery = None
+    if table["small_model"] and table["oracle"]:
+        recovery = table["small_model"]["auc"] / table["oracle"]["auc"]
+    per_loop = []
+    for r in loops:
+        tuned_r = _tuned_probs(run, loops, r) if r.tuned is not None else None
+        per_loop.append({"loop": r.index, "llm": scores(gold, r.annotations[test]),
+                         "small_model": scores(gold, r.small_probs[test]), "tuned_llm": scores(gold, tuned_r),
+                         "quality": r.quality.to_dict(), "tune_examples": r.tune_examples,
+                         "tune_threshold_relaxed": r.tune_relaxed, "notes": r.notes})
+    meta = run.data.meta
+    results = {
+        "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run._settings["llm"],
+        "annotator": run.annotator.name, "rows": len(run.data),
+        "positives": None if run.data.labels is None else int(run.data.labels.sum()),
+        "split": {part: len(run.rows(part)) for part in ("train", "check", "test")},
+        "config": run.config.to_dict(), "table": table, "oracle_recovery": recovery,
+        "final_loop": final.index, "gate_passed": bool(passed), "loops": per_loop,
+    }
+    write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run.folder / "samples.jsonl", _samples(run, loops, final, tuned, oracle))
+    return results
+
+
+def _tuned_probs(run: SersalRun, loops: list[LoopRecord], record: LoopRecord) -> np.ndarray | None:
+    later = next((n for n in loops if n.index == record.index + 1), None)
+    return later.annotations[run.rows("test")] if later is not None else run.tuned_test_labels(record)
+
+
+def _samples(run: SersalRun, loops: list[LoopRecord], final: LoopRecord, tuned: np.ndarray | None,
+             oracle: np.ndarray | None) -> str:
+    """One line per row: split, gold label, every model's P(positive). No feature values (no patient data)."""
+    part = {int(i): name for name in ("train", "check", "test") for i in run.rows(name)}
+    tuned_at = {int(i): float(p) for i, p in zip(run.rows("test"), tuned)} if tuned is not None else {}
+    lines = []
+    for i in range(len(run.data)):
+        line = {"row": i, "split": part[i],
+                "gold": None if run.data.labels is None else int(run.data.labels[i]),
+                "llm": round(float(loops[0].annotations[i]), 6), "small_model": round(float(final.small_probs[i]), 6),
+                "tuned_llm": round(tuned_at[i], 6) if i in tuned_at else None,
+                "oracle": None if oracle is None else round(float(oracle[i]), 6)}
+        lines.append(json.dumps(line))
+    return "\n".join(lines) + "\n"

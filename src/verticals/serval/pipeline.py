@@ -1,0 +1,58 @@
+"""`sersal()`: the whole job in one call, as `verticals serval run` does it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verticals.serval.annotate import make_annotator
+from verticals.serval.config import ServalConfig
+from verticals.serval.datasets import TabularData, load_dataset
+from verticals.serval.evaluate import evaluate
+from verticals.serval.prompts import PromptTemplate
+from verticals.serval.report import write_report
+from verticals.serval.run import Say, SersalRun
+
+
+def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalConfig | None = None, *,
+           metadata: str | Path | None = None, prompts: str | Path | None = None, device: str = "auto",
+           progress: bool = True, say: Say | None = None) -> dict[str, Any]:
+    """Run (or resume) SERSAL on a table and write `results.json`, `samples.jsonl` and `report.html`.
+
+    Args:
+        data: a `TabularData`, a registered dataset name, or a CSV path (with `metadata`).
+        llm: `bundled`, a model folder, an OpenAI-compatible URL, or `simulated:auc=0.75` (a study tool).
+        out: the run folder; rerunning the same call there resumes it.
+        config (`ServalConfig`, *optional*): loops, annotation method, small model, reverse tuning.
+
+    Returns:
+        The results (as in `results.json`).
+
+    Raises:
+        ServalError: bad data, settings or run folder. `LLMError` / `FinetuneError` come from the model.
+    """
+    config = config or ServalConfig()
+    table = data if isinstance(data, TabularData) else load_dataset(data, metadata)
+    if config.max_rows and len(table) > config.max_rows:
+        rng = np.random.default_rng(config.seed)
+        table = table.subset(np.sort(rng.choice(len(table), config.max_rows, replace=False)))
+    template = PromptTemplate.load(prompts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = None
+    if not llm.startswith("simulated"):
+        from verticals.llm.cache import ResponseCache
+
+        cache = ResponseCache(out / "llm_cache.sqlite")
+    annotator = make_annotator(llm, method=config.annotation, style=config.style, votes=config.votes,
+                               progress=progress, device=device, cache=cache)
+    if hasattr(annotator, "template"):
+        annotator.template = template
+    run = SersalRun(table, annotator, out, config, llm_spec=llm, template=template, progress=progress, say=say)
+    loops = run.run()
+    results = evaluate(run, loops)
+    test = run.rows("test")
+    write_report(out, results, loops[0].annotations[test], None if table.labels is None else table.labels[test])
+    return results

@@ -1,0 +1,75 @@
+"""Step 3 of SERSAL: a quality gate that reads no gold label.
+
+The paper gates reverse tuning on the small model's quality without saying how (our reconstruction,
+see docs/serval.md). We look at three label-free signals:
+
+- agreement: AUC of the small model's probabilities on the check split (rows it was not trained on)
+  against the LLM's labels cut at their median (the LLM's ranking counts, not its calibration). It must
+  beat chance: at least `min_agreement` and above what a random ranking of that many rows reaches
+  5% of the time (a weak teacher caps agreement near its own AUC, so the floor stays low);
+- clean fraction: the share of rows the noisy-label learner kept as clean;
+- drift: mean absolute change of the small model's probabilities since the previous loop.
+
+A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`)
+or when, after the first loop, agreement fell: the previous loop's models are kept. A loop whose
+predictions barely moved (drift below `converged`) passes but ends the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The gate's reading of one loop."""
+
+    agreement: float
+    clean_fraction: float | None
+    drift: float | None
+    passed: bool
+    stop: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def agreement(llm_labels: np.ndarray, small_probs: np.ndarray) -> float:
+    """AUC of `small_probs` against `llm_labels` cut at their median; 0.5 when the LLM gave one value."""
+    cut = llm_labels > np.median(llm_labels)
+    if cut.all() or not cut.any():
+        cut = llm_labels >= np.median(llm_labels)
+    if cut.all() or not cut.any():
+        return 0.5
+    return float(roc_auc_score(cut, small_probs))
+
+
+def chance_se(n: int) -> float:
+    """Standard error of the AUC of a random ranking of `n` rows split in half (Hanley-McNeil null)."""
+    half = max(n // 2, 1)
+    return float(np.sqrt((2 * half + 1) / (12 * half * half)))
+
+
+def judge(llm_labels: np.ndarray, small_probs: np.ndarray, check: np.ndarray, *, clean_fraction: float | None,
+          previous: Quality | None, previous_probs: np.ndarray | None, min_agreement: float = 0.55,
+          converged: float = 0.01, last_loop: bool = False) -> Quality:
+    """Judge a loop from the LLM's labels and the small model's probabilities (all rows; `check` indexes)."""
+    score = agreement(llm_labels[check], small_probs[check])
+    floor = max(min_agreement, 0.5 + 1.645 * chance_se(len(check)))  # one-sided 5% test
+    drift = None if previous_probs is None else float(np.abs(small_probs - previous_probs).mean())
+    if score < floor:
+        return Quality(score, clean_fraction, drift, False, True,
+                       f"the small model did not learn the LLM's labels (agreement {score:.3f} < {floor:.3f})")
+    if previous is not None and score < previous.agreement:
+        return Quality(score, clean_fraction, drift, False, True,
+                       f"agreement fell from {previous.agreement:.3f} to {score:.3f}: keeping the previous loop")
+    if drift is not None and drift < converged:
+        return Quality(score, clean_fraction, drift, True, True,
+                       f"predictions moved by {drift:.4f} < {converged}: converged")
+    reason = "last loop" if last_loop else "the small model learned the LLM's labels"
+    return Quality(score, clean_fraction, drift, True, last_loop, reason)

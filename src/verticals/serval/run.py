@@ -1,0 +1,287 @@
+"""The SERSAL loop as resumable stages under one run folder.
+
+annotate -> teach -> check -> reverse-tune, for `loops` rounds, then evaluate against gold labels on
+the held-out test rows (the only place gold labels are read). Every stage writes its output
+atomically (a temporary name, then a rename) and is skipped when that output exists, so a killed run
+restarted with the same command continues from the last finished stage with the same result. LLM
+answers also go to a response cache in the run folder: an annotation killed half-way resumes too.
+
+Run folder:
+    run.json               dataset, annotator and settings (a restart must match them)
+    split.json             row indices: train (teaches), check (gate, early stopping), test (evaluation)
+    loop_<k>/annotations.npy, small_model/, small_probs.npy, quality.json, tune.jsonl, tuned/
+    oracle/                the same small model trained on gold labels (evaluation only)
+    results.json, samples.jsonl, report.html, *.png
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verticals.serval._io import write_array, write_text
+from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator
+from verticals.serval.config import ServalConfig, ServalError
+from verticals.serval.datasets import TabularData
+from verticals.serval.prompts import PromptTemplate
+from verticals.serval.quality import Quality, judge
+from verticals.serval.reverse import confident_rows, examples, hosted_instructions, reverse_tune, write_jsonl
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class LoopRecord:
+    """What one loop produced, in memory (everything is also on disk)."""
+
+    index: int
+    annotations: np.ndarray
+    small_probs: np.ndarray
+    quality: Quality
+    tuned: Path | None = None
+    tune_examples: int = 0
+    tune_relaxed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class SersalRun:
+    """One run of the loop in `folder`; `run()` does (or finishes) it and returns the loops.
+
+    Args:
+        data (`TabularData`): the table; its gold labels (if any) are used by `evaluate` only.
+        annotator: an `LLMAnnotator` or a `SimulatedAnnotator`.
+        folder (`Path`): the run folder (created; a folder of another run is an error).
+        config (`ServalConfig`): the settings.
+        llm_spec (`str`): how the annotator was named (recorded in `run.json`).
+    """
+
+    def __init__(self, data: TabularData, annotator: LLMAnnotator | SimulatedAnnotator, folder: Path,
+                 config: ServalConfig, *, llm_spec: str, template: PromptTemplate | None = None,
+                 progress: bool = True, say: Say | None = None) -> None:
+        self.data, self.annotator, self.folder, self.config = data, annotator, Path(folder), config
+        self.template = template or PromptTemplate.load()
+        self.progress = progress
+        self.say = say or (lambda message: None)
+        self._settings = {"dataset": data.meta.name, "rows": len(data), "llm": llm_spec,
+                          "config": config.to_dict(), "template": self.template.__dict__ | {"choices": list(
+                              self.template.choices)}}
+        self._claim()
+        self.split = self._stage_json("split.json", self._make_split)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> list[LoopRecord]:
+        """All loops (finished ones are read back), stopping when the gate says so."""
+        loops: list[LoopRecord] = []
+        llm = self.annotator
+        for k in range(self.config.loops):
+            last = k == self.config.loops - 1
+            record = self._loop(k, llm, loops[-1] if loops else None, last)
+            loops.append(record)
+            if record.quality.stop or record.tuned is None and k > 0:
+                break
+            if record.tuned is None:
+                if not last:
+                    self.say(f"loop {k}: nothing was tuned, so another loop would repeat this one; stopping")
+                break
+            llm = self._tuned_annotator(record.tuned)
+        return loops
+
+    def _loop(self, k: int, llm: Any, previous: LoopRecord | None, last: bool) -> LoopRecord:
+        where = self.folder / f"loop_{k}"
+        where.mkdir(exist_ok=True)
+        who = self.annotator.name if k == 0 else "the tuned LLM"
+        self.say(f"loop {k}: annotating {len(self.data)} rows with {who}")
+        labels = self._stage_npy(where / "annotations.npy", lambda: llm.annotate(self.data))
+        self.say(f"loop {k}: teaching the small model ({self.config.small_model}, {self.config.noisy})")
+        probs, clean = self._teach(where, labels)
+        quality = Quality(**self._stage_json(where / "quality.json", lambda: judge(
+            labels, probs, self.rows("check"), clean_fraction=clean,
+            previous=previous.quality if previous else None,
+            previous_probs=previous.small_probs if previous else None, min_agreement=self.config.min_agreement,
+            last_loop=last).to_dict()))
+        self.say(f"loop {k}: gate {'passed' if quality.passed else 'failed'}: {quality.reason}")
+        record = LoopRecord(k, labels, probs, quality)
+        if quality.passed:
+            self._reverse(where, record, llm)
+        return record
+
+    def _teach(self, where: Path, labels: np.ndarray) -> tuple[np.ndarray, float | None]:
+        fit_rows = self.rows("train")  # the check rows stay unseen: the gate reads them
+        model_dir = where / "small_model"
+
+        def fit() -> np.ndarray:
+            targets = soft_targets(labels, self.config.targets)
+            model = self.fit_small(targets[fit_rows], fit_rows, noisy=self.config.noisy)
+            _save_model(model, model_dir)
+            self._clean = getattr(model, "clean_fraction_", None)
+            return model.predict_proba(self.x)[:, 1]
+
+        self._clean = None
+        probs = self._stage_npy(where / "small_probs.npy", fit)
+        if self._clean is None and (model_dir / "small_model.json").is_file():
+            self._clean = json.loads((model_dir / "small_model.json").read_text()).get("clean_fraction_")
+        return probs, self._clean
+
+    def fit_small(self, targets: np.ndarray, rows: np.ndarray, *, noisy: str) -> Any:
+        """A fresh small model fitted on `targets` (soft or gold) for `rows`."""
+        from verticals.serval.small_model import BoostedTreesClassifier, FTTransformerClassifier
+
+        if self.config.small_model == "boosted_trees":
+            model: Any = BoostedTreesClassifier(categorical=self.categorical, seed=self.config.seed)
+        else:
+            model = FTTransformerClassifier(categorical=self.categorical, epochs=self.config.epochs, noisy=noisy,
+                                            seed=self.config.seed, progress=self.progress)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a small model's matmuls are tiny: more threads only wait on each other
+        try:
+            return model.fit(self.x[rows], targets)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _reverse(self, where: Path, record: LoopRecord, llm: Any) -> None:
+        if isinstance(llm, SimulatedAnnotator):
+            record.notes.append("reverse tuning skipped: a simulated annotator has no weights to tune")
+            return
+        chosen = confident_rows(record.small_probs, self.rows("train"), confidence=self.config.confidence,
+                                limit=self.config.tune_examples, seed=self.config.seed + record.index)
+        records = examples(self.data, chosen, self.template, self.config.style)
+        record.tune_examples, record.tune_relaxed = len(records), chosen.relaxed
+        write_jsonl(records, where / "tune.jsonl")
+        from verticals.llm.local import LocalModel
+
+        model = llm.model
+        if not isinstance(model, LocalModel):
+            record.notes.append(hosted_instructions(where / "tune.jsonl", getattr(model, "model_name", "<model>")))
+            self.say(record.notes[-1])
+            return
+        tuned = where / "tuned"
+        if not (tuned / "adapter_config.json").is_file():
+            partial = where / "tuned.partial"
+            self.say(f"loop {record.index}: reverse-tuning the LLM on {len(records)} confident rows "
+                     f"(LoRA, DropBP {self.config.drop_rate})")
+            fresh = LocalModel(model.path, device=str(model.device), dtype="float32")  # tuning changes the module
+            reverse_tune(fresh, records, partial, steps=self.config.tune_steps, batch_size=self.config.tune_batch_size,
+                         lr=self.config.tune_lr, drop_rate=self.config.drop_rate, seed=self.config.seed,
+                         progress=self.progress)
+            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+            partial.replace(tuned)
+        record.tuned = tuned
+
+    def _tuned_annotator(self, adapter: Path) -> LLMAnnotator:
+        from verticals.llm.local import LocalModel
+
+        base = self.annotator.model  # type: ignore[union-attr]
+        model = LocalModel(base.path, adapter=adapter, device=str(base.device), dtype="float32", cache=base.cache)
+        annotator = self.annotator
+        assert isinstance(annotator, LLMAnnotator)
+        return LLMAnnotator(model, method=annotator.method, style=annotator.style, votes=annotator.votes,
+                            template=annotator.template, progress=self.progress)
+
+    def tuned_test_labels(self, record: LoopRecord) -> np.ndarray | None:
+        """The tuned LLM's soft labels on the test rows (read back when already computed)."""
+        if record.tuned is None:
+            return None
+        test = self.rows("test")
+        return self._stage_npy(self.folder / f"loop_{record.index}" / "tuned_test.npy",
+                               lambda: self._tuned_annotator(record.tuned).annotate(self.data.subset(test)))
+
+    def oracle(self) -> np.ndarray | None:
+        """The same small model trained on gold labels (evaluation only): P(positive) for every row."""
+        if self.data.labels is None:
+            return None
+        rows = self.rows("train")
+
+        def fit() -> np.ndarray:
+            self.say("oracle: the same small model on gold labels (for evaluation)")
+            model = self.fit_small(self.data.labels[rows].astype(float), rows, noisy="none")
+            return model.predict_proba(self.x)[:, 1]
+
+        return self._stage_npy(self.folder / "oracle" / "probs.npy", fit)
+
+    # -- data -----------------------------------------------------------------------------------
+    @property
+    def x(self) -> np.ndarray:
+        if not hasattr(self, "_x"):
+            self._x, self._categorical = self.data.encode()
+        return self._x
+
+    @property
+    def categorical(self) -> list[tuple[int, int]]:
+        _ = self.x
+        return self._categorical
+
+    def rows(self, part: str) -> np.ndarray:
+        return np.asarray(self.split[part], dtype=np.int64)
+
+    def _make_split(self) -> dict[str, list[int]]:
+        """A seeded random split, made without labels: test, then check (a fifth of the rest), then train."""
+        order = np.random.default_rng(self.config.seed).permutation(len(self.data))
+        n_test = int(round(self.config.test_fraction * len(order)))
+        n_check = int(round(0.2 * (len(order) - n_test)))
+        return {"test": sorted(order[:n_test].tolist()), "check": sorted(order[n_test:n_test + n_check].tolist()),
+                "train": sorted(order[n_test + n_check:].tolist())}
+
+    # -- the run folder -------------------------------------------------------------------------
+    def _claim(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        file = self.folder / "run.json"
+        if file.is_file():
+            before = json.loads(file.read_text())
+            if before != json.loads(json.dumps(self._settings)):
+                changed = sorted(k for k in self._settings if before.get(k) != json.loads(json.dumps(
+                    self._settings))[k])
+                raise ServalError(f"{self.folder} holds a run with other settings ({', '.join(changed)} differ); "
+                                  "rerun the same command to resume it, or choose another --out")
+            return
+        write_text(file, json.dumps(self._settings, indent=2, sort_keys=True) + "\n")
+
+    def _stage_json(self, name: str | Path, compute: Callable[[], Any]) -> Any:
+        file = self.folder / name
+        if file.is_file():
+            return json.loads(file.read_text())
+        value = compute()
+        write_text(file, json.dumps(value, indent=2, sort_keys=True) + "\n")
+        return value
+
+    def _stage_npy(self, file: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if file.is_file():
+            return np.load(file, allow_pickle=False)
+        value = np.asarray(compute(), dtype=np.float64)
+        write_array(file, value)
+        return value
+
+
+def soft_targets(labels: np.ndarray, kind: str = "rank") -> np.ndarray:
+    """What the small model learns from: the LLM's probabilities (`raw`) or their quantiles (`rank`).
+
+    A small or untuned LLM ranks rows better than it calibrates them (the bundled 135M model puts
+    every heart-disease row between 0.26 and 0.29); quantiles keep the ranking and spread it over
+    (0, 1), so the noisy-label learner sees real differences between rows. Ties share a quantile.
+    """
+    if kind == "raw":
+        return labels
+    from scipy.stats import rankdata
+
+    return (rankdata(labels) - 0.5) / len(labels)
+
+
+def _save_model(model: Any, folder: Path) -> None:
+    """Save a small model that can be saved (FT-Transformer); boosted trees have no safe format."""
+    if not hasattr(model, "save"):
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save(tmp)
+    except NotImplementedError:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)

@@ -1,0 +1,245 @@
+"""The SERSAL loop: annotators, prompts, the gate, reverse tuning, the run folder, evaluation and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator, make_annotator
+from verticals.serval.config import ServalConfig, ServalError
+from verticals.serval.datasets import load_dataset
+from verticals.serval.prompts import PromptTemplate, questions, record
+from verticals.serval.quality import Quality, agreement, judge
+from verticals.serval.reverse import confident_rows, examples
+from verticals.serval.run import SersalRun
+from verticals.serval.pipeline import sersal
+
+FAST = {"epochs": 40}
+
+
+@pytest.fixture(scope="module")
+def heart():
+    return load_dataset("heart_disease")
+
+
+# -- annotators --------------------------------------------------------------------------------
+@pytest.mark.parametrize("auc", [0.65, 0.75, 0.85])
+def test_simulated_annotator_hits_its_auc(heart, auc: float) -> None:
+    labels = SimulatedAnnotator(auc=auc).annotate(heart)
+    assert labels.min() >= 0 and labels.max() <= 1
+    assert roc_auc_score(heart.labels, labels) == pytest.approx(auc, abs=0.005)
+
+
+def test_simulated_annotator_is_deterministic_and_its_errors_depend_on_the_knobs(heart) -> None:
+    first = SimulatedAnnotator(seed=1).annotate(heart)
+    np.testing.assert_array_equal(first, SimulatedAnnotator(seed=1).annotate(heart))
+    assert not np.allclose(first, SimulatedAnnotator(seed=2).annotate(heart))
+    # the systematic part is a function of the features: rows with equal features get closer labels
+    random_only = SimulatedAnnotator(systematic=0.0).annotate(heart)
+    tilted = SimulatedAnnotator(systematic=1.0).annotate(heart)
+    x, _ = heart.encode()
+    x = (x - x.mean(0)) / x.std(0)
+
+    def residual(p: np.ndarray) -> np.ndarray:  # the log-odds once the label's own part is removed
+        logit = np.log(p / (1 - p))
+        return logit - np.polyval(np.polyfit(heart.labels, logit, 1), heart.labels)
+
+    def fit(r: np.ndarray) -> float:  # share of it a linear function of the features explains
+        return 1 - np.var(r - x @ np.linalg.lstsq(x, r, rcond=None)[0]) / np.var(r)
+
+    assert fit(residual(tilted)) > fit(residual(random_only)) + 0.1
+
+
+def test_simulated_annotator_needs_gold_labels_and_a_sane_auc(heart) -> None:
+    with pytest.raises(ServalError, match="auc"):
+        SimulatedAnnotator(auc=1.2)
+    unlabelled = type(heart)(heart.meta, heart.frame, None)
+    with pytest.raises(ServalError, match="gold labels"):
+        SimulatedAnnotator().annotate(unlabelled)
+
+
+def test_make_annotator_reads_simulated_specs() -> None:
+    made = make_annotator("simulated:auc=0.8,systematic=0.1,seed=3")
+    assert isinstance(made, SimulatedAnnotator) and (made.auc, made.systematic, made.seed) == (0.8, 0.1, 3)
+    with pytest.raises(ServalError, match="unknown option"):
+        make_annotator("simulated:auc=0.8,noise=2")
+    with pytest.raises(ServalError, match="bad simulated"):
+        make_annotator("simulated:auc=high")
+
+
+class _Scripted:
+    """A stand-in model for the verbalised and vote paths: replies come from a script."""
+
+    fingerprint = "scripted"
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies, self.calls = replies, []
+
+    def chat_batch(self, chats, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls.append(kwargs)
+        return [self.replies[(i + len(self.calls)) % len(self.replies)] for i in range(len(chats))]
+
+
+def test_verbalized_confidence_is_parsed_and_unreadable_replies_are_counted(heart) -> None:
+    few = heart.subset(np.arange(4))
+    annotator = LLMAnnotator(_Scripted(["70%", "0.2", "I am not sure", "85"]), method="verbalized", progress=False)
+    got = annotator.annotate(few)
+    assert sorted(got.tolist()) == sorted([0.7, 0.2, 0.5, 0.85])
+    assert annotator.unparsed == 1
+
+
+def test_vote_is_the_share_of_yes_over_seeded_samples(heart) -> None:
+    model = _Scripted(["Yes.", "no", "yes", "No"])
+    got = LLMAnnotator(model, method="vote", votes=4, progress=False).annotate(heart.subset(np.arange(3)))
+    assert got.tolist() == [0.5, 0.5, 0.5]
+    assert [c["seed"] for c in model.calls] == [0, 1, 2, 3] and all(c["temperature"] == 1.0 for c in model.calls)
+
+
+# -- prompts -----------------------------------------------------------------------------------
+def test_described_and_plain_records(heart) -> None:
+    template = PromptTemplate.load()
+    row = heart.frame.iloc[0]
+    described = record(row, heart.meta, template, "described")
+    assert "- resting systolic blood pressure: 145 mm Hg" in described
+    assert "chest pain type: typical angina" in described
+    assert "trestbps: 145" in record(row, heart.meta, template, "plain")
+    missing = heart.frame[heart.frame["ca"].isna()].iloc[0]
+    assert "major vessels coloured by fluoroscopy: not recorded" in record(missing, heart.meta, template)
+    chat = questions(heart.subset(np.arange(1)), template)[0]
+    assert chat[0]["role"] == "system" and heart.meta.question in chat[1]["content"]
+    assert "num" not in record(row, heart.meta, template, "plain")  # the target never reaches a prompt
+
+
+def test_a_user_template_replaces_the_packaged_one(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "src/verticals/serval/prompts.toml").read_text()
+    file = tmp_path / "mine.toml"
+    file.write_text(text.replace("Answer Yes or No.", "Reply Yes or No only."))
+    assert "Reply Yes or No only." in PromptTemplate.load(file).user
+    file.write_text('system = "x"\n')
+    with pytest.raises(ServalError, match="needs"):
+        PromptTemplate.load(file)
+
+
+# -- the gate and reverse tuning ----------------------------------------------------------------
+def test_agreement_reads_the_llm_ranking_not_its_calibration() -> None:
+    llm = np.array([0.9, 0.91, 0.92, 0.95, 0.97, 0.99])  # all "Yes", but ranked
+    assert agreement(llm, np.arange(6) / 10) == 1.0
+    assert agreement(llm, -np.arange(6) / 10) == 0.0
+    assert agreement(np.full(6, 0.7), np.arange(6)) == 0.5
+
+
+def test_gate_rules() -> None:
+    rng = np.random.default_rng(0)
+    llm = rng.random(200)
+    good, bad = llm + 0.1 * rng.random(200), rng.random(200)
+    check = np.arange(100, 200)
+    failed = judge(llm, bad, check, clean_fraction=0.5, previous=None, previous_probs=None)
+    assert not failed.passed and failed.stop and "did not learn" in failed.reason
+    first = judge(llm, good, check, clean_fraction=0.5, previous=None, previous_probs=None)
+    assert first.passed and not first.stop
+    worse = Quality(agreement=0.999, clean_fraction=0.5, drift=None, passed=True, stop=False, reason="")
+    fell = judge(llm, good, check, clean_fraction=0.5, previous=worse, previous_probs=good)
+    assert not fell.passed and "fell" in fell.reason
+    same = judge(llm, good, check, clean_fraction=0.5, previous=first, previous_probs=good)
+    assert same.passed and same.stop and "converged" in same.reason
+    assert judge(llm, good, check, clean_fraction=0.5, previous=None, previous_probs=None, last_loop=True).stop
+
+
+def test_confident_rows_are_balanced_and_confident() -> None:
+    probs = np.linspace(0, 1, 101)
+    rows = np.arange(101)
+    chosen = confident_rows(probs, rows, confidence=0.8, limit=20, seed=0)
+    assert len(chosen.rows) == 20 and chosen.labels.sum() == 10 and not chosen.relaxed
+    assert np.all(np.maximum(probs[chosen.rows], 1 - probs[chosen.rows]) >= 0.8)
+    np.testing.assert_array_equal(chosen.labels, probs[chosen.rows] >= 0.5)
+    one_sided = confident_rows(np.linspace(0.5, 0.99, 101), rows, confidence=0.8, limit=20)
+    assert one_sided.relaxed and one_sided.labels.sum() == 10  # the least-positive rows stand for "No"
+    lowest = np.linspace(0.5, 0.99, 101)[one_sided.rows[one_sided.labels == 0]]
+    assert lowest.max() < np.linspace(0.5, 0.99, 101)[one_sided.rows[one_sided.labels == 1]].min()
+
+
+def test_tuning_examples_answer_with_the_small_models_label(heart) -> None:
+    chosen = confident_rows(np.linspace(0, 1, 40), np.arange(40), confidence=0.8, limit=6)
+    records = examples(heart, chosen, PromptTemplate.load(), "described")
+    answers = [r["messages"][-1]["content"] for r in records]
+    assert answers == ["Yes" if label else "No" for label in chosen.labels]
+    assert records[0]["messages"][1]["content"].startswith("Patient record:")
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def test_sersal_simulated_small_model_beats_its_teacher(tmp_path: Path) -> None:
+    results = sersal("heart_disease", "simulated:auc=0.75", tmp_path / "run", ServalConfig(epochs=60), progress=False)
+    table = results["table"]
+    assert table["small_model"]["auc"] > table["llm_zero_shot"]["auc"] + 0.05
+    assert results["oracle_recovery"] > 0.85
+    assert table["tuned_llm"] is None and "simulated" in results["loops"][0]["notes"][0]
+    for name in ("results.json", "samples.jsonl", "report.html", "auc.png", "calibration.png", "loops.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
+    assert set(sample) == {"row", "split", "gold", "llm", "small_model", "tuned_llm", "oracle"}  # no patient data
+    assert "SERSAL on" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_killed_run_resumes_from_the_last_stage_with_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    config = ServalConfig(**FAST)
+    whole = sersal("heart_failure", "simulated:auc=0.7", tmp_path / "whole", config, progress=False)
+
+    calls = {"fit": 0}
+    real_fit = SersalRun.fit_small
+
+    def dying_fit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["fit"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SersalRun, "fit_small", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        sersal("heart_failure", "simulated:auc=0.7", tmp_path / "killed", config, progress=False)
+    assert (tmp_path / "killed" / "loop_0" / "annotations.npy").is_file()
+    assert not (tmp_path / "killed" / "loop_0" / "small_probs.npy").exists()
+
+    monkeypatch.setattr(SersalRun, "fit_small", real_fit)
+    monkeypatch.setattr(SimulatedAnnotator, "annotate", lambda *a: pytest.fail("annotation ran again"))
+    resumed = sersal("heart_failure", "simulated:auc=0.7", tmp_path / "killed", config, progress=False)
+    assert resumed["table"] == whole["table"]
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_a_run_folder_refuses_other_settings(tmp_path: Path) -> None:
+    sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
+    with pytest.raises(ServalError, match="other settings"):
+        sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(epochs=41), progress=False)
+
+
+def test_max_rows_takes_a_seeded_subset(tmp_path: Path) -> None:
+    results = sersal("framingham_chd", "simulated:auc=0.75", tmp_path, ServalConfig(max_rows=200, **FAST),
+                     progress=False)
+    assert results["rows"] == 200 and sum(results["split"].values()) == 200
+
+
+class _TeacherWithWeights(LLMAnnotator):
+    """A tiny local model as the LLM; its first-loop labels come from a simulated teacher so the gate passes."""
+
+    def annotate(self, data):  # type: ignore[no-untyped-def]
+        return SimulatedAnnotator(auc=0.9).annotate(data)
+
+
+def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from verticals.llm.local import LocalModel
+
+    data = load_dataset("heart_failure")  # enough check rows (48) for the gate to tell learning from chance
+    annotator = _TeacherWithWeights(LocalModel(tiny_model_dir), progress=False)
+    config = ServalConfig(loops=2, tune_steps=2, tune_examples=8, drop_rate=0.5, min_agreement=0.5, **FAST)
+    run = SersalRun(data, annotator, tmp_path, config, llm_spec=str(tiny_model_dir), progress=False)
+    loops = run.run()
+    assert (tmp_path / "loop_0" / "tuned" / "adapter_model.safetensors").is_file()
+    assert len((tmp_path / "loop_0" / "tune.jsonl").read_text().splitlines()) == 8
+    assert len(loops) == 2  # loop 1 annotated with the tuned tiny model (a plain LLMAnnotator)
+    assert not np.allclose(loops[1].annotations, loops[0].annotations)
+    from verticals.serval.evaluate import evaluate
+
+    results = evaluate(run, loops)
+    assert results["loops"][0]["tuned_llm"] is not None and results["loops"][0]["tune_examples"] == 8
