@@ -12,11 +12,11 @@ from sklearn.metrics import roc_auc_score
 from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator, make_annotator
 from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import load_dataset
+from verticals.serval.pipeline import sersal
 from verticals.serval.prompts import PromptTemplate, questions, record
 from verticals.serval.quality import Quality, agreement, judge
 from verticals.serval.reverse import confident_rows, examples
 from verticals.serval.run import SersalRun
-from verticals.serval.pipeline import sersal
 
 FAST = {"epochs": 40}
 

@@ -58,8 +58,8 @@ def run(
                           noisy=noisy,
                           max_rows=max_rows, tune_steps=tune_steps, drop_rate=drop_rate, seed=seed)
     from verticals.llm.cli import quiet_transformers
-    from verticals.serval.report import table_rows
     from verticals.serval.pipeline import sersal
+    from verticals.serval.report import table_rows
 
     quiet_transformers()
     console = Console(stderr=True)
