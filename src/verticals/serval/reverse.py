@@ -9,6 +9,7 @@ fine-tuning API takes and say how to submit it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate, questions
 
 MIN_PER_CLASS = 4
+MAX_EPOCHS = 3
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,16 @@ def hosted_instructions(file: Path, model_name: str) -> str:
 
 def reverse_tune(model: Any, records: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int, lr: float,
                  drop_rate: float, seed: int, progress: bool = True) -> Path:
-    """LoRA-tune a `LocalModel` on `records` into `out` (resumable: a killed run continues)."""
+    """LoRA-tune a `LocalModel` on `records` into `out` (resumable: a killed run continues).
+
+    At most `MAX_EPOCHS` passes over the examples: with few confident rows, more steps only memorise them.
+    """
     from verticals.finetune.checkpoint import latest_checkpoint
     from verticals.finetune.config import FinetuneConfig
     from verticals.finetune.train import finetune
 
     longest = max(len(model.prompt_ids(r["messages"])) for r in records) + 8
+    steps = min(steps, max(math.ceil(MAX_EPOCHS * len(records) / batch_size), 1))  # few rows: do not memorise them
     config = FinetuneConfig(method="lora", steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(steps // 10, 1),
                             max_length=max(longest, 64), drop_rate=drop_rate, save_every=max(steps // 4, 1),
                             seed=seed)
