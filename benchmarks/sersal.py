@@ -47,6 +47,7 @@ def bundled(datasets: list[str], out: Path, max_rows: int, tune_steps: int) -> l
     from verticals.llm.cache import ResponseCache
     from verticals.llm.local import LocalModel
     from verticals.serval.annotate import LLMAnnotator
+    from verticals.serval.pipeline import subsample
 
     rows = []
     for name in datasets:
@@ -54,9 +55,7 @@ def bundled(datasets: list[str], out: Path, max_rows: int, tune_steps: int) -> l
         folder = out / name / "bundled"
         r = sersal(name, "bundled", folder, ServalConfig(max_rows=max_rows, tune_steps=tune_steps), progress=False)
         t = r["table"]
-        data = load_dataset(name)
-        if max_rows and len(data) > max_rows:  # the same rows sersal() used
-            data = data.subset(np.sort(np.random.default_rng(0).choice(len(data), max_rows, replace=False)))
+        data = subsample(load_dataset(name), max_rows, seed=0)  # the rows sersal() used
         described = np.load(folder / "loop_0" / "annotations.npy")
         cache = ResponseCache(folder / "llm_cache.sqlite")
         plain = LLMAnnotator(LocalModel.bundled(cache=cache), style="plain", progress=False).annotate(data)

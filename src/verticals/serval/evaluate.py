@@ -53,7 +53,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
                          "tune_threshold_relaxed": r.tune_relaxed, "notes": r.notes})
     meta = run.data.meta
     results = {
-        "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run._settings["llm"],
+        "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run.llm_spec,
         "annotator": run.annotator.name, "rows": len(run.data),
         "positives": None if run.data.labels is None else int(run.data.labels.sum()),
         "split": {part: len(run.rows(part)) for part in ("train", "check", "test")},

@@ -35,9 +35,7 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
     """
     config = config or ServalConfig()
     table = data if isinstance(data, TabularData) else load_dataset(data, metadata)
-    if config.max_rows and len(table) > config.max_rows:
-        rng = np.random.default_rng(config.seed)
-        table = table.subset(np.sort(rng.choice(len(table), config.max_rows, replace=False)))
+    table = subsample(table, config.max_rows, config.seed)
     template = PromptTemplate.load(prompts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,3 +54,11 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
     test = run.rows("test")
     write_report(out, results, loops[0].annotations[test], None if table.labels is None else table.labels[test])
     return results
+
+
+def subsample(table: TabularData, max_rows: int, seed: int) -> TabularData:
+    """A seeded random subset of `max_rows` rows (drawn without labels); the table itself when smaller or 0."""
+    if not max_rows or len(table) <= max_rows:
+        return table
+    rows = np.random.default_rng(seed).choice(len(table), max_rows, replace=False)
+    return table.subset(np.sort(rows))

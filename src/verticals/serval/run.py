@@ -20,6 +20,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,12 @@ class SersalRun:
             targets = soft_targets(labels, self.config.targets)
             model = self.fit_small(targets[fit_rows], fit_rows, noisy=self.config.noisy)
             _save_model(model, model_dir)
-            self._clean = getattr(model, "clean_fraction_", None)
             return model.predict_proba(self.x)[:, 1]
 
-        self._clean = None
         probs = self._stage_npy(where / "small_probs.npy", fit)
-        if self._clean is None and (model_dir / "small_model.json").is_file():
-            self._clean = json.loads((model_dir / "small_model.json").read_text()).get("clean_fraction_")
-        return probs, self._clean
+        saved = model_dir / "small_model.json"  # boosted trees are not saved: no clean fraction
+        clean = json.loads(saved.read_text()).get("clean_fraction_") if saved.is_file() else None
+        return probs, clean
 
     def fit_small(self, targets: np.ndarray, rows: np.ndarray, *, noisy: str) -> Any:
         """A fresh small model fitted on `targets` (soft or gold) for `rows`."""
@@ -207,16 +206,21 @@ class SersalRun:
         return self._stage_npy(self.folder / "oracle" / "probs.npy", fit)
 
     # -- data -----------------------------------------------------------------------------------
+    @cached_property
+    def _encoded(self) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        return self.data.encode()
+
     @property
     def x(self) -> np.ndarray:
-        if not hasattr(self, "_x"):
-            self._x, self._categorical = self.data.encode()
-        return self._x
+        return self._encoded[0]
 
     @property
     def categorical(self) -> list[tuple[int, int]]:
-        _ = self.x
-        return self._categorical
+        return self._encoded[1]
+
+    @property
+    def llm_spec(self) -> str:
+        return str(self._settings["llm"])
 
     def rows(self, part: str) -> np.ndarray:
         return np.asarray(self.split[part], dtype=np.int64)
