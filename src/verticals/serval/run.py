@@ -84,11 +84,10 @@ class SersalRun:
             last = k == self.config.loops - 1
             record = self._loop(k, llm, loops[-1] if loops else None, last)
             loops.append(record)
-            if record.quality.stop or record.tuned is None and k > 0:
+            if record.quality.stop:
                 break
             if record.tuned is None:
-                if not last:
-                    self.say(f"loop {k}: nothing was tuned, so another loop would repeat this one; stopping")
+                self.say(f"loop {k}: nothing was tuned, so another loop would repeat this one; stopping")
                 break
             llm = self._tuned_annotator(record.tuned)
         return loops
