@@ -53,9 +53,15 @@ def run(
     quiet_transformers()
     local = open_model(model, device=device, dtype="float32")
     result = finetune(local, records, out, config, resume=resume)
+    from accelerate import PartialState  # set up by finetune(); under torchrun, one world of all ranks
+
+    state = PartialState()
+    if not state.is_main_process:
+        return
+    world = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
     adapter = f" --adapter {out}" if method == "lora" else ""
     base = model if method == "lora" else str(out)
     Console(stderr=True).print(
-        f"done: {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}\n"
+        f"done: {result.steps} steps{world} in {result.seconds:.0f} s, final loss {result.final_loss:.4f}\n"
         f"chat with it:  verticals llm chat -m {base}{adapter} \"...\"\n"
         f"serve it:      verticals llm serve -m {base}{adapter}")

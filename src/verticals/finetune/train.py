@@ -1,13 +1,14 @@
 """The fine-tuning loop: LoRA or full, DropBP built in, Accelerate-ready, resumable.
 
-Run as is on one CPU or GPU, or under `accelerate launch` (DDP) unchanged: every rank draws the
-same DropBP masks, and DDP is told that a step may leave parameters unused.
+Run as is on one CPU or GPU, or under `accelerate launch` / `torchrun` (DDP; gloo on CPU) unchanged:
+every rank draws the same DropBP masks, and DDP is told that a step may leave parameters unused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -51,9 +52,6 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     Raises:
         FinetuneError: bad data, an output folder holding another run, or a checkpoint that does not fit.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     config = config or FinetuneConfig()
     out = Path(output_dir)
     records = data if isinstance(data, list) else read_jsonl(data)
@@ -64,10 +62,9 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
                             "pass --resume to continue it or choose another output folder")
     tokenizer = model.tokenizer
     examples = [tokenize(r, tokenizer, config.max_length) for r in records]
+    accelerator = _accelerator(model.model, unused_parameters=config.drop_rate != 0)
     network = _trainable(model.model, config)
     controller = _apply_dropbp(network, config)
-    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(
-        find_unused_parameters=controller is not None)])
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
@@ -78,8 +75,9 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
         if controller is not None and state.get("dropbp"):
             controller.load_state_dict(state["dropbp"])
     wrapped, optimizer = accelerator.prepare(network, optimizer)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out)
+    if accelerator.is_main_process:  # the only rank that writes
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out)
     loop = _Loop(config, accelerator, wrapped, network, optimizer, scheduler, controller, examples,
                  tokenizer.pad_token_id or 0, out)
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
@@ -94,6 +92,29 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
         _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
     return result
+
+
+def _accelerator(network: nn.Module, *, unused_parameters: bool) -> Any:
+    """An `Accelerator` on the model's device; under torchrun on CPU, one gloo world of all ranks.
+
+    Accelerate joins the ranks of a launcher into a CPU world only when told `cpu=True` (or
+    `ACCELERATE_USE_CPU=1`); without it each rank on a machine without a GPU trains alone.
+
+    Raises:
+        FinetuneError: launched as several processes that still did not form one world.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    on_cpu = all(p.device.type == "cpu" for p in network.parameters())
+    accelerator = Accelerator(cpu=on_cpu, kwargs_handlers=[DistributedDataParallelKwargs(
+        find_unused_parameters=unused_parameters)])
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise FinetuneError(f"launched as {launched} processes (WORLD_SIZE) but Accelerate formed a world of "
+                            f"{accelerator.num_processes} on {accelerator.device}; to train on CPU launch with "
+                            "ACCELERATE_USE_CPU=1, or run a single process")
+    return accelerator
 
 
 def _trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
