@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator, make_annotator
@@ -38,20 +39,34 @@ def test_simulated_annotator_is_deterministic_and_its_errors_depend_on_the_knobs
     first = SimulatedAnnotator(seed=1).annotate(heart)
     np.testing.assert_array_equal(first, SimulatedAnnotator(seed=1).annotate(heart))
     assert not np.allclose(first, SimulatedAnnotator(seed=2).annotate(heart))
-    # the systematic part is a function of the features: rows with equal features get closer labels
-    random_only = SimulatedAnnotator(systematic=0.0).annotate(heart)
-    tilted = SimulatedAnnotator(systematic=1.0).annotate(heart)
+    # a student of the features averages random errors away and learns systematic ones
     x, _ = heart.encode()
     x = (x - x.mean(0)) / x.std(0)
+    half = np.arange(len(heart)) % 2 == 0
 
-    def residual(p: np.ndarray) -> np.ndarray:  # the log-odds once the label's own part is removed
-        logit = np.log(p / (1 - p))
-        return logit - np.polyval(np.polyfit(heart.labels, logit, 1), heart.labels)
+    def student(labels: np.ndarray) -> float:  # soft-label logistic regression on one half, AUC on the other
+        rows = np.r_[x[half], x[half]]
+        target = np.r_[np.ones(half.sum()), np.zeros(half.sum())]
+        weight = np.r_[labels[half], 1 - labels[half]]
+        model = LogisticRegression(max_iter=2000).fit(rows, target, sample_weight=weight)
+        return roc_auc_score(heart.labels[~half], model.decision_function(x[~half]))
 
-    def fit(r: np.ndarray) -> float:  # share of it a linear function of the features explains
-        return 1 - np.var(r - x @ np.linalg.lstsq(x, r, rcond=None)[0]) / np.var(r)
+    random_only = SimulatedAnnotator(systematic=0.0).annotate(heart)
+    tilted = SimulatedAnnotator(systematic=1.0, auc=0.7).annotate(heart)
+    assert student(random_only) > 0.75 + 0.05  # beats its 0.75 teacher
+    assert student(tilted) < student(random_only) - 0.05
 
-    assert fit(residual(tilted)) > fit(residual(random_only)) + 0.1
+
+def test_simulated_annotator_knows_only_what_the_features_tell_unless_told_otherwise() -> None:
+    framingham = load_dataset("framingham_chd")  # its features allow about 0.72
+    with pytest.raises(ServalError, match="allow a teacher of AUC at most 0.7"):
+        SimulatedAnnotator(auc=0.8).annotate(framingham)
+    labels = SimulatedAnnotator(auc=0.8, signal="label").annotate(framingham)
+    assert roc_auc_score(framingham.labels, labels) == pytest.approx(0.8, abs=0.005)
+    # Platt-scaled: the soft labels' mean is the class balance, not 0.5
+    assert labels.mean() == pytest.approx(framingham.labels.mean(), abs=0.02)
+    with pytest.raises(ServalError, match="signal should be features or label"):
+        SimulatedAnnotator(signal="oracle")
 
 
 def test_simulated_annotator_needs_gold_labels_and_a_sane_auc(heart) -> None:
@@ -63,8 +78,9 @@ def test_simulated_annotator_needs_gold_labels_and_a_sane_auc(heart) -> None:
 
 
 def test_make_annotator_reads_simulated_specs() -> None:
-    made = make_annotator("simulated:auc=0.8,systematic=0.1,seed=3")
-    assert isinstance(made, SimulatedAnnotator) and (made.auc, made.systematic, made.seed) == (0.8, 0.1, 3)
+    made = make_annotator("simulated:auc=0.8,systematic=0.1,seed=3,signal=label")
+    assert isinstance(made, SimulatedAnnotator)
+    assert (made.auc, made.systematic, made.seed, made.signal) == (0.8, 0.1, 3, "label")
     with pytest.raises(ServalError, match="unknown option"):
         make_annotator("simulated:auc=0.8,noise=2")
     with pytest.raises(ServalError, match="bad simulated"):

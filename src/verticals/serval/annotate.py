@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from verticals.serval.config import ServalError
@@ -82,62 +83,96 @@ class LLMAnnotator:
 class SimulatedAnnotator:
     """Soft labels of a chosen AUC, derived from gold labels (a study tool, named as such).
 
-    Each row's score is `a (2y - 1) + s a b(x) + r`: the label signal of size `a`; a systematic,
-    feature-dependent error `b(x)` (a seeded random direction over the standardised features, made
-    uncorrelated with the label, unit variance) scaled to a share `s = systematic` of the signal; and
-    random noise `r` filling the rest of a unit noise variance. Real LLM errors have both kinds: a small
-    model averages the random part away but learns the systematic one (at `s = 1` the student falls
-    below its teacher). `a` is found by bisection so that the scores' AUC matches `auc`; soft labels
-    are `sigmoid(2 a score)`, the calibrated posterior for two unit-variance Gaussians.
+    Each row's score is `a t + s a b(x) + r`: the teacher's knowledge `t` of size `a`; a systematic,
+    feature-dependent error `b(x)` (a seeded random direction over the standardised features, turned at
+    right angles to the features' covariance with the label, so that it depends on the features alone and
+    is uncorrelated with the label; unit variance) scaled to a share `s = systematic` of the knowledge;
+    and random noise `r` filling the rest of a unit noise variance. Real LLM errors have both kinds: a
+    small model averages the random part away but learns the systematic one. `a` is found by bisection so
+    that the scores' AUC matches `auc`; soft labels are the scores Platt-scaled against the gold labels.
+
+    The knowledge `t` is what an LLM could know: it sees a row's features, never its outcome. With
+    `signal="features"` (the default) `t` is the out-of-fold log-odds of a logistic regression fitted on
+    the gold labels, so the teacher cannot know more than the features tell (and a table whose features
+    allow less than `auc` is an error). With `signal="label"`, `t = 2y - 1`: the teacher knows each row's
+    outcome beyond its features, which no model of the features can learn.
 
     Args:
         auc (`float`): target AUC in (0.5, 1).
-        systematic (`float`): size of the feature-dependent error relative to the signal, in [0, 1].
-        seed (`int`): the noise and the direction.
+        systematic (`float`): size of the feature-dependent error relative to the knowledge, in [0, 1].
+        seed (`int`): the noise, the direction and the folds.
+        signal (`str`): `features` or `label`, what the teacher knows.
     """
 
     auc: float = 0.75
     systematic: float = 0.3
     seed: int = 0
+    signal: str = "features"
 
     def __post_init__(self) -> None:
         if not 0.5 < self.auc < 1:
             raise ServalError(f"simulated annotator: auc should be in (0.5, 1), got {self.auc}")
         if not 0 <= self.systematic <= 1:
             raise ServalError(f"simulated annotator: systematic should be in [0, 1], got {self.systematic}")
+        if self.signal not in ("features", "label"):
+            raise ServalError(f"simulated annotator: signal should be features or label, got {self.signal!r}")
 
     @property
     def name(self) -> str:
-        return f"simulated:auc={self.auc},systematic={self.systematic},seed={self.seed}"
+        return f"simulated:auc={self.auc},systematic={self.systematic},seed={self.seed},signal={self.signal}"
 
     def annotate(self, data: TabularData) -> np.ndarray:
         if data.labels is None:
             raise ServalError("the simulated annotator needs gold labels (a target column) to derive from")
-        y = data.labels.astype(float)
+        y = data.labels.astype(int)
+        if y.min() == y.max():
+            raise ServalError("the simulated annotator needs both classes among the gold labels")
         rng = np.random.default_rng(self.seed)
-        x, _ = data.encode()
+        x, categorical = data.encode()
         x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        bias = x @ rng.standard_normal(x.shape[1])
-        bias = bias - np.polyval(np.polyfit(y, bias, 1), y) if y.std() > 0 else bias  # uncorrelated with y
+        direction = rng.standard_normal(x.shape[1])
+        toward_y = x.T @ (y - y.mean())  # the direction along which features covary with the label
+        if toward_y @ toward_y > 0:
+            direction = direction - (direction @ toward_y) / (toward_y @ toward_y) * toward_y
+        bias = x @ direction
         bias = bias / (bias.std() or 1.0)
         random = rng.standard_normal(len(y))
-        sign = 2 * y - 1
+        knowledge = 2.0 * y - 1 if self.signal == "label" else _feature_knowledge(x, y, categorical, self.seed)
 
         def scores(a: float) -> np.ndarray:
-            tilt = self.systematic * a  # the feature-dependent error is this share of the signal's size
-            return a * sign + tilt * bias + math.sqrt(max(1 - tilt**2, 0.0)) * random
+            tilt = self.systematic * a  # the feature-dependent error is this share of the knowledge
+            return a * knowledge + tilt * bias + math.sqrt(max(1 - tilt**2, 0.0)) * random
 
+        ceiling = roc_auc_score(y, knowledge + self.systematic * bias)  # the noise gone: the best it can do
+        if self.auc > ceiling - 0.005:
+            raise ServalError(f"simulated annotator: the features of {data.meta.name} allow a teacher of AUC at "
+                              f"most {ceiling:.3f} (systematic={self.systematic}); ask for less than {self.auc}")
         low, high = 0.0, 10.0
-        for _ in range(50):
+        for _ in range(60):
             a = (low + high) / 2
             low, high = (a, high) if roc_auc_score(y, scores(a)) < self.auc else (low, a)
-        a = (low + high) / 2
-        return 1 / (1 + np.exp(-2 * a * scores(a)))
+        score = scores((low + high) / 2)[:, None]
+        return LogisticRegression(C=1e6).fit(score, y).predict_proba(score)[:, 1]
+
+
+def _feature_knowledge(x: np.ndarray, y: np.ndarray, categorical: list[tuple[int, int]], seed: int) -> np.ndarray:
+    """Out-of-fold log-odds of a logistic regression on the gold labels, standardised: what the features tell."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    codes = [j for j, _ in categorical]
+    encode = ColumnTransformer([("codes", OneHotEncoder(handle_unknown="ignore"), codes)], remainder="passthrough")
+    model = make_pipeline(encode, LogisticRegression(max_iter=5000))
+    folds = StratifiedKFold(min(5, int(np.bincount(y).min())), shuffle=True, random_state=seed)
+    logit = cross_val_predict(model, x, y, cv=folds, method="decision_function")
+    return (logit - logit.mean()) / (logit.std() or 1.0)
 
 
 def make_annotator(spec: str, *, method: str = "logprobs", style: str = "described", votes: int = 5,
                    progress: bool = True, device: str = "auto", cache: Any = None) -> LLMAnnotator | SimulatedAnnotator:
-    """The annotator named by `--llm`: `simulated:auc=0.75[,systematic=0.3,seed=0]`, or a model spec.
+    """The annotator named by `--llm`: `simulated:auc=0.75[,systematic=0.3,seed=0,signal=features]`, or a model.
 
     A model spec is what `verticals.llm.open_model` takes: `bundled`, a folder, or a server URL.
 
@@ -146,17 +181,21 @@ def make_annotator(spec: str, *, method: str = "logprobs", style: str = "describ
     """
     if spec.startswith("simulated"):
         _, _, body = spec.partition(":")
+        pairs = [p.split("=", 1) for p in body.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ServalError(f"bad simulated annotator {spec!r}; write e.g. simulated:auc=0.75,systematic=0.3")
+        options = {k.strip(): v.strip() for k, v in pairs}
+        unknown = set(options) - {"auc", "systematic", "seed", "signal"}
+        if unknown:
+            raise ServalError(f"simulated annotator: unknown option(s) {sorted(unknown)}; "
+                              "known: auc, systematic, seed, signal")
         try:
-            options = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in body.split(",") if p.strip())}
+            return SimulatedAnnotator(auc=float(options.get("auc", 0.75)),
+                                      systematic=float(options.get("systematic", 0.3)),
+                                      seed=int(float(options.get("seed", 0))), signal=options.get("signal", "features"))
         except ValueError:
             raise ServalError(f"bad simulated annotator {spec!r}; "
                               "write e.g. simulated:auc=0.75,systematic=0.3") from None
-        unknown = set(options) - {"auc", "systematic", "seed"}
-        if unknown:
-            raise ServalError(f"simulated annotator: unknown option(s) {sorted(unknown)}; "
-                              "known: auc, systematic, seed")
-        return SimulatedAnnotator(auc=options.get("auc", 0.75), systematic=options.get("systematic", 0.3),
-                                  seed=int(options.get("seed", 0)))
     from verticals.llm.loader import open_model
 
     model = open_model(spec, device=device, cache=cache)
