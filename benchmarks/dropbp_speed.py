@@ -10,7 +10,9 @@ as in SERSAL's reverse tuning) against the head run over every position.
 
 Part 2 (convergence): 300 LoRA steps on scikit-learn's breast-cancer table as chat examples
 ("... Is the tumour malignant?" -> "Yes."/"No."), drop rate 0 and 0.5; held-out loss at the end and
-a PNG of training loss against wall-clock time.
+a PNG of training loss against wall-clock time. Adapters go on every linear layer of the decoder, as
+in the paper's recipe (`--lora-targets attention` puts them on q/k/v/o only: then at rate 0.5 every
+adapter sits in an attention branch and learns on about half of the steps).
 
     .venv/bin/python benchmarks/dropbp_speed.py                 # both parts (about 35 minutes)
     .venv/bin/python benchmarks/dropbp_speed.py --part speed    # part 1 only
@@ -157,7 +159,11 @@ def breast_cancer_chats(seed: int = 0) -> tuple[list[dict], list[dict]]:
     return chats[:-64], chats[-64:]
 
 
-def convergence(quick: bool, out_root: Path) -> list[dict]:
+LORA_TARGETS = {"all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                "attention": ("q_proj", "k_proj", "v_proj", "o_proj")}
+
+
+def convergence(quick: bool, out_root: Path, lora_targets: str = "all") -> list[dict]:
     import torch
 
     from verticals.finetune import FinetuneConfig, finetune
@@ -173,7 +179,7 @@ def convergence(quick: bool, out_root: Path) -> list[dict]:
     for rate in (0.0, 0.5):
         out = out_root / f"rate-{rate}"
         config = FinetuneConfig(steps=steps, batch_size=4, lr=2e-4, warmup_steps=10, drop_rate=rate,
-                                save_every=steps, seed=0)
+                                save_every=steps, seed=0, lora_targets=LORA_TARGETS[lora_targets])
         result = finetune(LocalModel.bundled(), train, out, config, progress=True)
         tuned = LocalModel(LocalModel.bundled().path, adapter=out)
         examples = [tokenize(r, tuned.tokenizer, 512) for r in held_out]
@@ -222,6 +228,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "convergence", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--lora-targets", choices=sorted(LORA_TARGETS), default="all",
+                        help="convergence: LoRA on every linear layer (default) or on attention only")
     parser.add_argument("--row", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
@@ -233,7 +241,8 @@ def main() -> None:
     if args.part in ("convergence", "all"):
         import tempfile
 
-        results = convergence(args.quick, Path(tempfile.mkdtemp(prefix="dropbp-convergence-")))
+        results = convergence(args.quick, Path(tempfile.mkdtemp(prefix="dropbp-convergence-")),
+                              args.lora_targets)
         print(convergence_table(results))
         png = DOCS / "dropbp_convergence.png"
         plot(results, png)
