@@ -9,108 +9,43 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
-from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
 from verticals.progress import progress_bar
+from verticals.serval._checks import (
+    BinaryClassifier,
+    Rule,
+    check_categorical,
+    check_params,
+    check_X,
+    check_y,
+    int_rule,
+    real_rule,
+)
+from verticals.serval._epochs import clean_posterior, mix_epoch, plain_epoch
 from verticals.serval._ft_transformer import FTTransformer
 from verticals.serval.config import ServalError
 
 CONFIG_NAME = "small_model.json"
 WEIGHTS_NAME = "model.safetensors"
 N_HEADS = 8
-LAMBDA_U = 1.0  # weight of the MSE on the noisy ("unlabelled") rows, as the clean rows' BCE has weight 1
-MIXUP_ALPHA = 4.0  # lambda ~ Beta(4, 4), DivideMix's value for moderate noise
-SHARPEN_T = 0.5
 
 # Fitted attributes written to small_model.json under their own names (weights go to model.safetensors).
 _SAVED_ATTRIBUTES = ("n_features_in_", "best_epoch_", "n_epochs_", "clean_fraction_", "history_")
 
-Rule = tuple[Callable[[Any], bool], str]
-
-
-def _int(low: int) -> Rule:
-    return (lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
-
-
-def _real(low: float, high: float) -> Rule:
-    return (lambda v: isinstance(v, int | float | np.number) and low <= v < high), f"a number in [{low}, {high})"
-
-
-def _check_params(estimator: BaseEstimator, rules: dict[str, Rule]) -> None:
-    """Raise ServalError naming the first parameter whose value breaks its rule."""
-    for name, (ok, allowed) in rules.items():
-        value = getattr(estimator, name)
-        if not ok(value):
-            raise ServalError(f"{type(estimator).__name__}: `{name}` should be {allowed}, got {value!r}")
-
-
-def _check_categorical(categorical: Sequence[tuple[int, int]], n_features: int) -> dict[int, int]:
-    """`categorical` as {column: cardinality}, after checking indices, cardinalities and duplicates."""
-    columns: dict[int, int] = {}
-    for pair in categorical:
-        if len(pair) != 2 or not all(isinstance(v, int | np.integer) for v in pair):
-            raise ServalError(f"`categorical` should hold (column_index, cardinality) integer pairs, got {pair!r}")
-        column, cardinality = int(pair[0]), int(pair[1])
-        if not 0 <= column < n_features or column in columns or cardinality < 1:
-            raise ServalError(f"bad `categorical` pair {pair!r}: columns must be distinct and in [0, {n_features}), "
-                              "cardinalities at least 1")
-        columns[column] = cardinality
-    return columns
-
-
-def _check_X(X: Any, categorical: Sequence[tuple[int, int]], n_features: int | None = None) -> np.ndarray:
-    """X as a finite 2-D float64 array whose categorical columns hold codes 0..cardinality-1."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ServalError(f"X should be a non-empty 2-D array (rows, features), got shape {X.shape}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ServalError(f"X has {X.shape[1]} features, but the model was fitted with {n_features}")
-    if not np.isfinite(X).all():
-        rows, cols = np.nonzero(~np.isfinite(X))
-        raise ServalError(f"X holds {len(rows)} NaN or infinite values (first at row {rows[0]}, column {cols[0]}); "
-                          "impute missing values before fitting or predicting")
-    for column, cardinality in _check_categorical(categorical, X.shape[1]).items():
-        codes = X[:, column]
-        if (codes != np.round(codes)).any() or codes.min() < 0 or codes.max() >= cardinality:
-            raise ServalError(f"categorical column {column} should hold integer codes 0..{cardinality - 1}, "
-                              f"got values from {codes.min():g} to {codes.max():g}")
-    return X
-
-
-def _check_y(y: Any, n_rows: int) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1 or len(y) != n_rows:
-        raise ServalError(f"y should be a 1-D array of {n_rows} soft labels (one per row of X), got shape {y.shape}")
-    if not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
-        raise ServalError(f"y should hold probabilities of the positive class in [0, 1], got values from "
-                          f"{np.nanmin(y):g} to {np.nanmax(y):g} ({int((~np.isfinite(y)).sum())} not finite)")
-    return y
-
-
-class _Binary(ClassifierMixin):
-    """`predict` from `predict_proba`, shared by both estimators."""
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class 1 where the probability of the positive class is above 0.5, else class 0."""
-        return (self.predict_proba(X)[:, 1] > 0.5).astype(np.int64)
-
-
-class FTTransformerClassifier(_Binary, BaseEstimator):
+class FTTransformerClassifier(BinaryClassifier, BaseEstimator):
     """FT-Transformer trained on soft labels, with DivideMix-style noisy-label learning.
 
     The model is from Gorishniy et al. (2021), https://arxiv.org/abs/2106.11959; the noisy-label training adapts
@@ -174,10 +109,12 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
     """
 
     _rules: dict[str, Rule] = {
-        "d_token": ((lambda v: _int(N_HEADS)[0](v) and v % N_HEADS == 0), f"a positive multiple of {N_HEADS}"),
-        "n_blocks": _int(1), "epochs": _int(1), "batch_size": _int(2), "lr": _real(1e-12, math.inf),
-        "weight_decay": _real(0, math.inf), "noisy": ((lambda v: v in ("dividemix", "none")), "'dividemix' or 'none'"),
-        "warmup_epochs": _int(0), "validation_fraction": _real(0, 1), "patience": _int(1), "seed": _int(0),
+        "d_token": ((lambda v: int_rule(N_HEADS)[0](v) and v % N_HEADS == 0), f"a positive multiple of {N_HEADS}"),
+        "n_blocks": int_rule(1), "epochs": int_rule(1), "batch_size": int_rule(2), "lr": real_rule(1e-12, math.inf),
+        "weight_decay": real_rule(0, math.inf),
+        "noisy": ((lambda v: v in ("dividemix", "none")), "'dividemix' or 'none'"),
+        "warmup_epochs": int_rule(0), "validation_fraction": real_rule(0, 1), "patience": int_rule(1),
+        "seed": int_rule(0),
     }
 
     def __init__(self, categorical: Sequence[tuple[int, int]] = (), d_token: int = 64, n_blocks: int = 2,
@@ -201,9 +138,9 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> FTTransformerClassifier:
         """Train on rows X (n, d) and soft labels y (n,) in [0, 1]; returns self."""
-        _check_params(self, self._rules)
-        X = _check_X(X, self.categorical)
-        y = _check_y(y, len(X))
+        check_params(self, self._rules)
+        X = check_X(X, self.categorical)
+        y = check_y(y, len(X))
         fit_rows, val_rows = self._split(y)
         self.n_features_in_ = X.shape[1]
         self.classes_ = np.array([0, 1])
@@ -222,7 +159,7 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of class 0 and class 1, shape (n, 2)."""
         check_is_fitted(self)
-        data = self._encode(_check_X(X, self.categorical, self.n_features_in_))
+        data = self._encode(check_X(X, self.categorical, self.n_features_in_))
         p = torch.sigmoid(self._logits(data, torch.arange(len(X)))).double().cpu().numpy()
         return np.column_stack([1 - p, p])
 
@@ -262,7 +199,7 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
 
     def _columns(self) -> tuple[list[int], list[int]]:
         """Numeric and categorical column indices (categorical in the order given)."""
-        categorical = _check_categorical(self.categorical, self.n_features_in_)
+        categorical = check_categorical(self.categorical, self.n_features_in_)
         return [j for j in range(self.n_features_in_) if j not in categorical], list(categorical)
 
     def _build(self) -> FTTransformer:
@@ -308,11 +245,12 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
             for epoch in range(1, self.epochs + 1):
                 clean_fraction = None
                 if dividemix and epoch > self.warmup_epochs:
-                    clean = self._clean_posterior(data, y, fit_rows, rng)
+                    clean = clean_posterior(self._logits(data, fit_rows), y[fit_rows], rng)
                     clean_fraction = self.clean_fraction_ = float((clean > 0.5).float().mean())
-                    train_loss = self._mix_epoch(optimizer, data, y, fit_rows, clean, generator, rng)
+                    train_loss = mix_epoch(self.module_, optimizer, data, y, fit_rows, clean,
+                                           self._batches(fit_rows, generator), generator, rng)
                 else:
-                    train_loss = self._plain_epoch(optimizer, data, y, fit_rows, generator)
+                    train_loss = plain_epoch(self.module_, optimizer, data, y, self._batches(fit_rows, generator))
                 val_loss, val_auc = self._validate(data, y, val_rows)
                 self.history_.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                       "val_auc": val_auc, "clean_fraction": clean_fraction})
@@ -335,15 +273,6 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
 
     def _batches(self, rows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         return rows[torch.randperm(len(rows), generator=generator)].split(self.batch_size)
-
-    def _plain_epoch(self, optimizer, data, y, rows, generator) -> float:
-        """One epoch of soft-label binary cross-entropy; returns the mean batch loss."""
-        self.module_.train()
-        losses = []
-        for batch in self._batches(rows, generator):
-            loss = F.binary_cross_entropy_with_logits(self.module_(data[0][batch], data[1][batch]), y[batch])
-            losses.append(_step(optimizer, loss))
-        return float(np.mean(losses))
 
     def _validate(self, data, y, rows) -> tuple[float | None, float | None]:
         """Soft-label cross-entropy and soft AUC on the held-out rows (None, None if none are held out).
@@ -369,68 +298,6 @@ class FTTransformerClassifier(_Binary, BaseEstimator):
         with torch.inference_mode():
             return torch.cat([self.module_(data[0][chunk], data[1][chunk]) for chunk in rows.split(4096)])
 
-    def _clean_posterior(self, data, y, rows, rng: np.random.Generator) -> torch.Tensor:
-        """DivideMix's co-divide with one network: posterior of the low-loss component of a 2-GMM on losses.
-
-        The loss is the KL divergence from the soft label (cross-entropy minus the label's entropy), so an
-        honest 0.6 label that the model matches is not taken for noise merely because it is uncertain.
-        """
-        target = y[rows].clamp(1e-6, 1 - 1e-6)
-        entropy = -(target * target.log() + (1 - target) * (1 - target).log())
-        cross_entropy = F.binary_cross_entropy_with_logits(self._logits(data, rows), y[rows], reduction="none")
-        loss = (cross_entropy - entropy).double().cpu().numpy()
-        loss = (loss - loss.min()) / max(loss.max() - loss.min(), 1e-12)
-        gmm = GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=int(rng.integers(2**31)))
-        with warnings.catch_warnings():  # 10 EM steps are DivideMix's setting, converged or not
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm.fit(loss[:, None])
-        posterior = gmm.predict_proba(loss[:, None])[:, int(gmm.means_.argmin())]
-        return torch.as_tensor(posterior, dtype=torch.float32, device=y.device)
-
-    def _mix_epoch(self, optimizer, data, y, rows, clean, generator, rng: np.random.Generator) -> float:
-        """One DivideMix epoch: refine clean labels, guess noisy ones, MixUp tokens, BCE + LAMBDA_U * MSE."""
-        weight = torch.zeros_like(y)
-        weight[rows] = clean
-        prior = y[rows].mean().clamp(1e-3, 1 - 1e-3)
-        losses = []
-        self.module_.train()
-        for batch in self._batches(rows, generator):
-            x_num, x_cat, w = data[0][batch], data[1][batch], weight[batch]
-            with torch.no_grad():  # two dropout-on passes, averaged
-                p = (torch.sigmoid(self.module_(x_num, x_cat)) + torch.sigmoid(self.module_(x_num, x_cat))) / 2
-            is_clean = w > 0.5
-            target = torch.where(is_clean, w * y[batch] + (1 - w) * p, _sharpen(p, SHARPEN_T))
-            lam = float(rng.beta(MIXUP_ALPHA, MIXUP_ALPHA))
-            lam = max(lam, 1 - lam)  # each mixed row stays closest to its own row, so its clean/noisy role holds
-            partner = torch.randperm(len(batch), generator=generator)
-            tokens = self.module_.tokenizer(x_num, x_cat)
-            logits = self.module_.from_tokens(lam * tokens + (1 - lam) * tokens[partner])
-            mixed = lam * target + (1 - lam) * target[partner]
-            # DivideMix's prior penalty keeps the mean prediction at the labels' class balance; without it the
-            # guesses for noisy rows drift to the majority class and the model collapses onto it (measured).
-            mean = torch.sigmoid(logits).mean().clamp(1e-6, 1 - 1e-6)
-            loss = prior * (prior / mean).log() + (1 - prior) * ((1 - prior) / (1 - mean)).log()
-            if is_clean.any():
-                loss = loss + F.binary_cross_entropy_with_logits(logits[is_clean], mixed[is_clean])
-            if (~is_clean).any():
-                loss = loss + LAMBDA_U * F.mse_loss(torch.sigmoid(logits[~is_clean]), mixed[~is_clean])
-            losses.append(_step(optimizer, loss))
-        return float(np.mean(losses))
-
-
-def _sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Binary temperature sharpening: p^(1/T) / (p^(1/T) + (1-p)^(1/T))."""
-    a, b = p.pow(1 / temperature), (1 - p).pow(1 / temperature)
-    return a / (a + b)
-
-
-def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
 def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_NAME
     if not path.is_file() or not (folder / WEIGHTS_NAME).is_file():
@@ -447,7 +314,7 @@ def load_small_model(folder: str | Path) -> FTTransformerClassifier:
     return classes[name].load(folder)
 
 
-class BoostedTreesClassifier(_Binary, BaseEstimator):
+class BoostedTreesClassifier(BinaryClassifier, BaseEstimator):
     """Gradient-boosted trees on soft labels: each row counts as positive with weight y and negative with 1 - y.
 
     A fast baseline beside the FT-Transformer; it wraps `sklearn.ensemble.HistGradientBoostingClassifier` and
@@ -478,7 +345,8 @@ class BoostedTreesClassifier(_Binary, BaseEstimator):
     True
     """
 
-    _rules: dict[str, Rule] = {"max_iter": _int(1), "learning_rate": _real(1e-12, math.inf), "seed": _int(0)}
+    _rules: dict[str, Rule] = {"max_iter": int_rule(1), "learning_rate": real_rule(1e-12, math.inf),
+                               "seed": int_rule(0)}
 
     def __init__(self, categorical: Sequence[tuple[int, int]] = (), max_iter: int = 200, learning_rate: float = 0.1,
                  seed: int = 0) -> None:
@@ -489,9 +357,9 @@ class BoostedTreesClassifier(_Binary, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> BoostedTreesClassifier:
         """Train on rows X (n, d) and soft labels y (n,) in [0, 1]; returns self."""
-        _check_params(self, self._rules)
-        X = _check_X(X, self.categorical)
-        y = _check_y(y, len(X))
+        check_params(self, self._rules)
+        X = check_X(X, self.categorical)
+        y = check_y(y, len(X))
         if (y == y[0]).all() and y[0] in (0, 1):
             raise ServalError(f"all {len(y)} labels are {y[0]:g}: boosting needs some weight on both classes")
         weights = np.concatenate([y, 1 - y])
@@ -508,7 +376,7 @@ class BoostedTreesClassifier(_Binary, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of class 0 and class 1, shape (n, 2)."""
         check_is_fitted(self)
-        return self.booster_.predict_proba(_check_X(X, self.categorical, self.n_features_in_))
+        return self.booster_.predict_proba(check_X(X, self.categorical, self.n_features_in_))
 
     def save(self, folder: str | Path) -> Path:
         raise NotImplementedError("BoostedTreesClassifier cannot be saved without pickling its trees; "
