@@ -96,7 +96,7 @@ def test_serval_lists_datasets_and_runs_a_study(tmp_path: Path) -> None:
     listed = run_cli("serval", "datasets", tmp_path=tmp_path)
     assert listed.returncode == 0 and "heart_disease" in listed.stdout and "pima_diabetes" in listed.stdout
     out = tmp_path / "study"
-    args = ("serval", "run", "heart_failure", "--llm", "simulated:auc=0.75", "--out", str(out), "--seed", "1")
+    args = ("serval", "run", "heart_failure", "--llm", "simulated:auc=0.7", "--out", str(out), "--seed", "1")
     result = run_cli(*args, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "small model (SERSAL)" in result.stdout and "oracle recovery" in result.stdout

@@ -231,7 +231,7 @@ def test_a_run_folder_refuses_other_settings(tmp_path: Path) -> None:
 
 
 def test_max_rows_takes_a_seeded_subset(tmp_path: Path) -> None:
-    results = sersal("framingham_chd", "simulated:auc=0.75", tmp_path, ServalConfig(max_rows=200, **FAST),
+    results = sersal("framingham_chd", "simulated:auc=0.65", tmp_path, ServalConfig(max_rows=200, **FAST),
                      progress=False)
     assert results["rows"] == 200 and sum(results["split"].values()) == 200
 
@@ -240,7 +240,7 @@ class _TeacherWithWeights(LLMAnnotator):
     """A tiny local model as the LLM; its first-loop labels come from a simulated teacher so the gate passes."""
 
     def annotate(self, data):  # type: ignore[no-untyped-def]
-        return SimulatedAnnotator(auc=0.9).annotate(data)
+        return SimulatedAnnotator(auc=0.9, signal="label").annotate(data)
 
 
 def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -190,12 +190,12 @@ def make_annotator(spec: str, *, method: str = "logprobs", style: str = "describ
             raise ServalError(f"simulated annotator: unknown option(s) {sorted(unknown)}; "
                               "known: auc, systematic, seed, signal")
         try:
-            return SimulatedAnnotator(auc=float(options.get("auc", 0.75)),
-                                      systematic=float(options.get("systematic", 0.3)),
-                                      seed=int(float(options.get("seed", 0))), signal=options.get("signal", "features"))
+            auc, systematic = float(options.get("auc", 0.75)), float(options.get("systematic", 0.3))
+            seed = int(float(options.get("seed", 0)))
         except ValueError:
             raise ServalError(f"bad simulated annotator {spec!r}; "
                               "write e.g. simulated:auc=0.75,systematic=0.3") from None
+        return SimulatedAnnotator(auc=auc, systematic=systematic, seed=seed, signal=options.get("signal", "features"))
     from verticals.llm.loader import open_model
 
     model = open_model(spec, device=device, cache=cache)
