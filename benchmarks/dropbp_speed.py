@@ -163,7 +163,8 @@ LORA_TARGETS = {"all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
                 "attention": ("q_proj", "k_proj", "v_proj", "o_proj")}
 
 
-def convergence(quick: bool, out_root: Path, lora_targets: str = "all") -> list[dict]:
+def convergence(quick: bool, out_root: Path, lora_targets: str = "all", rates: tuple[float, ...] = (0.0, 0.5),
+                allocation: str = "uniform") -> list[dict]:
     import torch
 
     from verticals.finetune import FinetuneConfig, finetune
@@ -176,9 +177,10 @@ def convergence(quick: bool, out_root: Path, lora_targets: str = "all") -> list[
     train, held_out = breast_cancer_chats()
     steps = 20 if quick else 300
     results = []
-    for rate in (0.0, 0.5):
+    for rate in rates:
         out = out_root / f"rate-{rate}"
         config = FinetuneConfig(steps=steps, batch_size=4, lr=2e-4, warmup_steps=10, drop_rate=rate,
+                                drop_allocation=allocation,
                                 save_every=steps, seed=0, lora_targets=LORA_TARGETS[lora_targets])
         result = finetune(LocalModel.bundled(), train, out, config, progress=True)
         tuned = LocalModel(LocalModel.bundled().path, adapter=out)
@@ -230,6 +232,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--lora-targets", choices=sorted(LORA_TARGETS), default="all",
                         help="convergence: LoRA on every linear layer (default) or on attention only")
+    parser.add_argument("--rates", default="0,0.5", help="convergence: drop rates to train at (the first is the base)")
+    parser.add_argument("--allocation", choices=("uniform", "sensitivity"), default="uniform",
+                        help="convergence: how DropBP spreads the rate over branches")
+    parser.add_argument("--plot", type=Path, default=DOCS / "dropbp_convergence.png", help="convergence: PNG path")
     parser.add_argument("--row", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
@@ -242,11 +248,11 @@ def main() -> None:
         import tempfile
 
         results = convergence(args.quick, Path(tempfile.mkdtemp(prefix="dropbp-convergence-")),
-                              args.lora_targets)
+                              args.lora_targets, tuple(float(r) for r in args.rates.split(",")), args.allocation)
         print(convergence_table(results))
-        png = DOCS / "dropbp_convergence.png"
+        png = args.plot
         plot(results, png)
-        print(f"plot: {png.relative_to(ROOT)}")
+        print(f"plot: {png}")
 
 
 if __name__ == "__main__":
