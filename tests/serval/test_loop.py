@@ -75,6 +75,9 @@ def test_simulated_annotator_needs_gold_labels_and_a_sane_auc(heart) -> None:
     unlabelled = type(heart)(heart.meta, heart.frame, None)
     with pytest.raises(ServalError, match="gold labels"):
         SimulatedAnnotator().annotate(unlabelled)
+    one_positive = heart.subset(np.r_[np.flatnonzero(heart.labels == 0)[:30], np.flatnonzero(heart.labels == 1)[:1]])
+    with pytest.raises(ServalError, match="at least 2 rows of each class"):
+        SimulatedAnnotator().annotate(one_positive)
 
 
 def test_make_annotator_reads_simulated_specs() -> None:

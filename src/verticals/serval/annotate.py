@@ -125,8 +125,8 @@ class SimulatedAnnotator:
         if data.labels is None:
             raise ServalError("the simulated annotator needs gold labels (a target column) to derive from")
         y = data.labels.astype(int)
-        if y.min() == y.max():
-            raise ServalError("the simulated annotator needs both classes among the gold labels")
+        if np.bincount(y, minlength=2).min() < 2:
+            raise ServalError("the simulated annotator needs at least 2 rows of each class among the gold labels")
         rng = np.random.default_rng(self.seed)
         x, categorical = data.encode()
         x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
