@@ -233,6 +233,16 @@ def test_a_run_folder_refuses_other_settings(tmp_path: Path) -> None:
         sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(epochs=41), progress=False)
 
 
+def test_a_relative_run_folder_keeps_every_stage_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sersal("heart_failure", "simulated:auc=0.65", "runs/study", ServalConfig(max_rows=120, **FAST), progress=False)
+    run = tmp_path / "runs" / "study"
+    for stage in ("split.json", "loop_0/annotations.npy", "loop_0/small_probs.npy", "loop_0/quality.json",
+                  "oracle/probs.npy", "results.json"):
+        assert (run / stage).is_file(), stage
+    assert not (run / "runs").exists()  # a stage path joined onto the folder twice
+
+
 def test_max_rows_takes_a_seeded_subset(tmp_path: Path) -> None:
     results = sersal("framingham_chd", "simulated:auc=0.65", tmp_path, ServalConfig(max_rows=200, **FAST),
                      progress=False)

@@ -73,7 +73,7 @@ class SersalRun:
                           "config": config.to_dict(), "template": self.template.__dict__ | {"choices": list(
                               self.template.choices)}}
         self._claim()
-        self.split = self._stage_json("split.json", self._make_split)
+        self.split = self._stage_json(self.folder / "split.json", self._make_split)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> list[LoopRecord]:
@@ -246,8 +246,7 @@ class SersalRun:
             return
         write_text(file, json.dumps(self._settings, indent=2, sort_keys=True) + "\n")
 
-    def _stage_json(self, name: str | Path, compute: Callable[[], Any]) -> Any:
-        file = self.folder / name
+    def _stage_json(self, file: Path, compute: Callable[[], Any]) -> Any:
         if file.is_file():
             return json.loads(file.read_text())
         value = compute()
