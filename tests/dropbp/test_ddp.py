@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.dropbp.tiny import backward, batch, tiny
+from tests.spawn import spawn
 
 WORLD, STEPS, DEADLINE = 2, 4, 60.0
 
@@ -52,30 +51,13 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_ddp_ranks_share_masks_and_stay_synchronized(tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     from verticals import dropbp
 
-    context = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    start = time.monotonic()
-    try:
-        while not context.join(timeout=max(0.1, DEADLINE - (time.monotonic() - start))):
-            if time.monotonic() - start > DEADLINE:
-                pytest.fail(f"the DDP workers did not finish within {DEADLINE} s (hang?)")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
+    spawn(_worker, (str(tmp_path),), WORLD, DEADLINE, "the DDP workers")
 
     masks = [json.loads((tmp_path / f"masks{r}.json").read_text()) for r in range(WORLD)]
     assert masks[0] == masks[1]

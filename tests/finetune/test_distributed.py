@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.dropbp.test_ddp import _free_port
 from tests.finetune.test_train import CHATS
+from tests.spawn import spawn
 
 WORLD, STEPS, DEADLINE = 2, 4, 90.0
 
@@ -50,22 +49,11 @@ def _worker(rank: int, port: int, model_dir: str, root: str) -> None:
 
 @pytest.mark.distributed
 def test_two_cpu_processes_train_as_one_world(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     from verticals.llm.local import LocalModel
 
-    context = mp.spawn(_worker, args=(_free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=WORLD, join=False)
-    start = time.monotonic()
-    try:
-        while not context.join(timeout=max(0.1, DEADLINE - (time.monotonic() - start))):
-            if time.monotonic() - start > DEADLINE:
-                pytest.fail(f"the fine-tuning ranks did not finish within {DEADLINE} s (hang?)")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
+    spawn(_worker, (str(tiny_model_dir), str(tmp_path)), WORLD, DEADLINE, "the fine-tuning ranks")
 
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert [s["world"] for s in seen] == [WORLD, WORLD]
