@@ -159,12 +159,46 @@ def breast_cancer_chats(seed: int = 0) -> tuple[list[dict], list[dict]]:
     return chats[:-64], chats[-64:]
 
 
+def radiology_chats(seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """radlabels' 1,000 synthetic chest X-ray reports -> "which findings does it describe?".
+
+    Unlike the breast-cancer answer (one token of yes/no, whose loss sits at the class balance until
+    the model learns to read the numbers), this answer is a list of several tokens that grows with
+    the report, closer to the instruction tuning of the paper.
+    """
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("radlabels")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("radlabels is not installed: run `make install`")
+    samples = Path(spec.submodule_search_locations[0]) / "samples"
+    labels = json.loads((samples / "synthetic_labels.json").read_text())
+    chats = []
+    for name in sorted(labels):
+        report = (samples / "synthetic_reports" / f"{name}.txt").read_text().strip()
+        present = [f.replace("_", " ") for f, v in sorted(labels[name].items()) if v.endswith("present")]
+        absent = [f.replace("_", " ") for f, v in sorted(labels[name].items()) if v.endswith("absent")]
+        answer = " ".join(part for part in (f"Present: {', '.join(present)}." if present else "",
+                                            f"Absent: {', '.join(absent)}." if absent else "") if part)
+        question = f"Which findings does this chest X-ray report describe as present or absent?\n\n{report}"
+        chats.append({"messages": [{"role": "user", "content": question},
+                                   {"role": "assistant", "content": answer or "No findings are described."}]})
+    order = np.random.default_rng(seed).permutation(len(chats))
+    chats = [chats[i] for i in order]
+    return chats[:-64], chats[-64:]
+
+
+TASKS = {"breast_cancer": (breast_cancer_chats, "breast-cancer chat examples"),
+         "radiology": (radiology_chats, "radiology report findings")}
+
 LORA_TARGETS = {"all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                 "attention": ("q_proj", "k_proj", "v_proj", "o_proj")}
 
 
 def convergence(quick: bool, out_root: Path, lora_targets: str = "all", rates: tuple[float, ...] = (0.0, 0.5),
-                allocation: str = "uniform") -> list[dict]:
+                allocation: str = "uniform", task: str = "breast_cancer") -> list[dict]:
     import torch
 
     from verticals.finetune import FinetuneConfig, finetune
@@ -174,7 +208,7 @@ def convergence(quick: bool, out_root: Path, lora_targets: str = "all", rates: t
     from verticals.llm.local import LocalModel
 
     quiet_transformers()
-    train, held_out = breast_cancer_chats()
+    train, held_out = TASKS[task][0]()
     steps = 20 if quick else 300
     results = []
     for rate in rates:
@@ -206,7 +240,7 @@ def convergence_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, task: str = "breast_cancer") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +254,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.plot([e["elapsed"] / 60 for e in r["log"]], smooth, label=f"drop rate {r['rate']}")
     ax.set_xlabel("wall-clock time (minutes)")
     ax.set_ylabel("training loss (10-step mean)")
-    ax.set_title("SmolLM2-135M LoRA on breast-cancer chat examples, CPU")
+    ax.set_title(f"SmolLM2-135M LoRA on {TASKS[task][1]}, CPU")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -235,6 +269,8 @@ def main() -> None:
     parser.add_argument("--rates", default="0,0.5", help="convergence: drop rates to train at (the first is the base)")
     parser.add_argument("--allocation", choices=("uniform", "sensitivity"), default="uniform",
                         help="convergence: how DropBP spreads the rate over branches")
+    parser.add_argument("--task", choices=sorted(TASKS), default="breast_cancer",
+                        help="convergence: the chat examples to train on")
     parser.add_argument("--plot", type=Path, default=DOCS / "dropbp_convergence.png", help="convergence: PNG path")
     parser.add_argument("--row", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,10 +284,11 @@ def main() -> None:
         import tempfile
 
         results = convergence(args.quick, Path(tempfile.mkdtemp(prefix="dropbp-convergence-")),
-                              args.lora_targets, tuple(float(r) for r in args.rates.split(",")), args.allocation)
+                              args.lora_targets, tuple(float(r) for r in args.rates.split(",")), args.allocation,
+                              args.task)
         print(convergence_table(results))
         png = args.plot
-        plot(results, png)
+        plot(results, png, args.task)
         print(f"plot: {png}")
 
 

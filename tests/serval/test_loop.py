@@ -15,7 +15,7 @@ from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import load_dataset
 from verticals.serval.pipeline import sersal
 from verticals.serval.prompts import PromptTemplate, questions, record
-from verticals.serval.quality import Quality, agreement, judge
+from verticals.serval.quality import Quality, agreement, chance_se, judge
 from verticals.serval.reverse import confident_rows, examples
 from verticals.serval.run import SersalRun
 
@@ -158,6 +158,11 @@ def test_gate_rules() -> None:
     check = np.arange(100, 200)
     failed = judge(llm, bad, check, clean_fraction=0.5, previous=None, previous_probs=None)
     assert not failed.passed and failed.stop and "did not learn" in failed.reason
+    few = np.arange(170, 200)  # 30 rows: agreement 0.6 is real but a random ranking reaches it 5% of the time
+    weak = llm + 1.5 * np.random.default_rng(1).random(200)
+    unsure = judge(llm, weak, few, clean_fraction=0.5, previous=None, previous_probs=None)
+    assert 0.55 < unsure.agreement < 0.5 + 1.645 * chance_se(30)
+    assert not unsure.passed and "30 check rows" in unsure.reason and "--max-rows" in unsure.reason
     first = judge(llm, good, check, clean_fraction=0.5, previous=None, previous_probs=None)
     assert first.passed and not first.stop
     worse = Quality(agreement=0.999, clean_fraction=0.5, drift=None, passed=True, stop=False, reason="")

@@ -10,8 +10,9 @@ see docs/serval.md). We look at three label-free signals:
 - clean fraction: the share of rows the noisy-label learner kept as clean;
 - drift: mean absolute change of the small model's probabilities since the previous loop.
 
-A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`)
-or when, after the first loop, agreement fell: the previous loop's models are kept. A loop whose
+A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`),
+when the check split is too small to tell its agreement from chance (a student that outgrew a weak
+teacher agrees with it at about the teacher's own AUC, so small tables need rows), or when, after the first loop, agreement fell: the previous loop's models are kept. A loop whose
 predictions barely moved (drift below `converged`) passes but ends the run.
 """
 
@@ -62,9 +63,13 @@ def judge(llm_labels: np.ndarray, small_probs: np.ndarray, check: np.ndarray, *,
     score = agreement(llm_labels[check], small_probs[check])
     floor = max(min_agreement, 0.5 + 1.645 * chance_se(len(check)))  # one-sided 5% test
     drift = None if previous_probs is None else float(np.abs(small_probs - previous_probs).mean())
-    if score < floor:
+    if score < min_agreement:
         return Quality(score, clean_fraction, drift, False, True,
-                       f"the small model did not learn the LLM's labels (agreement {score:.3f} < {floor:.3f})")
+                       f"the small model did not learn the LLM's labels (agreement {score:.3f} < {min_agreement:.3f})")
+    if score < floor:  # a student that outgrew a weak teacher lands here too: agreement is capped near its AUC
+        return Quality(score, clean_fraction, drift, False, True,
+                       f"agreement {score:.3f} cannot be told from chance on {len(check)} check rows (needs "
+                       f"{floor:.3f}); more rows (--max-rows) give the gate the power to pass it")
     if previous is not None and score < previous.agreement:
         return Quality(score, clean_fraction, drift, False, True,
                        f"agreement fell from {previous.agreement:.3f} to {score:.3f}: keeping the previous loop")
