@@ -173,21 +173,22 @@ def test_gate_rules() -> None:
     assert judge(llm, good, check, clean_fraction=0.5, previous=None, previous_probs=None, last_loop=True).stop
 
 
-def test_confident_rows_are_balanced_and_confident() -> None:
-    probs = np.linspace(0, 1, 101)
-    rows = np.arange(101)
-    chosen = confident_rows(probs, rows, confidence=0.8, limit=20, seed=0)
-    assert len(chosen.rows) == 20 and chosen.labels.sum() == 10 and not chosen.relaxed
-    assert np.all(np.maximum(probs[chosen.rows], 1 - probs[chosen.rows]) >= 0.8)
-    np.testing.assert_array_equal(chosen.labels, probs[chosen.rows] >= 0.5)
-    one_sided = confident_rows(np.linspace(0.5, 0.99, 101), rows, confidence=0.8, limit=20)
-    assert one_sided.relaxed and one_sided.labels.sum() == 10  # the least-positive rows stand for "No"
-    lowest = np.linspace(0.5, 0.99, 101)[one_sided.rows[one_sided.labels == 0]]
-    assert lowest.max() < np.linspace(0.5, 0.99, 101)[one_sided.rows[one_sided.labels == 1]].min()
+def test_confident_rows_are_the_ends_of_the_small_models_ranking() -> None:
+    rng = np.random.default_rng(0)
+    probs = 0.4 + 0.2 * rng.random(101)  # compressed, as a small model trained on ranks gives: none is 0.8 sure
+    rows = np.arange(1, 101)  # row 0 is not a training row
+    chosen = confident_rows(probs, rows, share=0.25, limit=400, seed=0)
+    assert len(chosen.rows) == 50 and chosen.labels.sum() == 25 and 0 not in chosen.rows
+    top, bottom = probs[chosen.rows[chosen.labels == 1]], probs[chosen.rows[chosen.labels == 0]]
+    assert bottom.max() < top.min()
+    assert top.min() >= np.quantile(probs[rows], 0.75) - 1e-9 and bottom.max() <= np.quantile(probs[rows], 0.25) + 1e-9
+    assert len(confident_rows(probs, rows, share=0.25, limit=20).rows) == 20  # the limit caps it, still balanced
+    again = confident_rows(probs, rows, share=0.25, limit=400, seed=0)
+    np.testing.assert_array_equal(again.rows, chosen.rows)
 
 
 def test_tuning_examples_answer_with_the_small_models_label(heart) -> None:
-    chosen = confident_rows(np.linspace(0, 1, 40), np.arange(40), confidence=0.8, limit=6)
+    chosen = confident_rows(np.linspace(0, 1, 40), np.arange(40), share=0.25, limit=6)
     records = examples(heart, chosen, PromptTemplate.load(), "described")
     answers = [r["messages"][-1]["content"] for r in records]
     assert answers == ["Yes" if label else "No" for label in chosen.labels]

@@ -45,6 +45,8 @@ def run(
     small_model: Annotated[str, typer.Option(help="ft_transformer or boosted_trees")] = "ft_transformer",
     noisy: Annotated[str, typer.Option(help="dividemix or none")] = "dividemix",
     max_rows: Annotated[int, typer.Option(help="use a random subset of this many rows (0 = all)")] = 0,
+    confident_share: Annotated[float, typer.Option(help="share of training rows at each end of the small model's "
+                                                        "ranking that teach the LLM")] = 0.25,
     tune_steps: Annotated[int, typer.Option(help="LoRA steps of reverse tuning")] = 60,
     drop_rate: Annotated[float, typer.Option(help="DropBP rate while reverse-tuning")] = 0.5,
     prompts: Annotated[Path | None, typer.Option(help="a prompt template TOML (default: the packaged one)")] = None,
@@ -55,8 +57,8 @@ def run(
     from verticals.serval.config import ServalConfig
 
     config = ServalConfig(loops=loops, annotation=annotation, style=style, targets=targets, small_model=small_model,
-                          noisy=noisy,
-                          max_rows=max_rows, tune_steps=tune_steps, drop_rate=drop_rate, seed=seed)
+                          noisy=noisy, max_rows=max_rows, confident_share=confident_share, tune_steps=tune_steps,
+                          drop_rate=drop_rate, seed=seed)
     from verticals.llm.cli import quiet_transformers
     from verticals.serval.pipeline import sersal
     from verticals.serval.report import table_rows

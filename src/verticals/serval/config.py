@@ -23,8 +23,8 @@ class ServalConfig:
     """How to run the loop: annotate, teach, check, reverse-tune, repeat.
 
     Example:
-        >>> ServalConfig(loops=2).confidence
-        0.8
+        >>> ServalConfig(loops=2).confident_share
+        0.25
     """
 
     loops: int = field(default=1, metadata={"help": "annotate -> teach -> check -> reverse-tune rounds"})
@@ -38,7 +38,8 @@ class ServalConfig:
     epochs: int = field(default=100, metadata={"help": "most small-model epochs (early stopping ends sooner)"})
     test_fraction: float = field(default=0.2, metadata={"help": "rows held out for evaluation with gold labels"})
     max_rows: int = field(default=0, metadata={"help": "use a random subset of this many rows (0 = all)"})
-    confidence: float = field(default=0.8, metadata={"help": "small-model confidence a row needs to teach the LLM"})
+    confident_share: float = field(default=0.25, metadata={"help": "share of training rows at each end of the small "
+                                                                     "model's ranking that teach the LLM"})
     tune_examples: int = field(default=400, metadata={"help": "most reverse-tuning examples (balanced by class)"})
     tune_steps: int = field(default=60, metadata={"help": "LoRA steps of reverse tuning"})
     tune_batch_size: int = 4
@@ -60,7 +61,8 @@ class ServalConfig:
             (self.epochs >= 1, f"`epochs` should be at least 1, got {self.epochs}"),
             (0.05 <= self.test_fraction <= 0.5, f"`test_fraction` should be in [0.05, 0.5], got {self.test_fraction}"),
             (self.max_rows == 0 or self.max_rows >= 50, f"`max_rows` should be 0 or at least 50, got {self.max_rows}"),
-            (0.5 <= self.confidence < 1, f"`confidence` should be in [0.5, 1), got {self.confidence}"),
+            (0 < self.confident_share <= 0.5,
+             f"`confident_share` should be in (0, 0.5], got {self.confident_share}"),
             (self.tune_examples >= 2, f"`tune_examples` should be at least 2, got {self.tune_examples}"),
             (self.tune_steps >= 1, f"`tune_steps` should be at least 1, got {self.tune_steps}"),
             (self.tune_batch_size >= 1, f"`tune_batch_size` should be at least 1, got {self.tune_batch_size}"),

@@ -50,7 +50,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         per_loop.append({"loop": r.index, "llm": scores(gold, r.annotations[test]),
                          "small_model": scores(gold, r.small_probs[test]), "tuned_llm": scores(gold, tuned_r),
                          "quality": r.quality.to_dict(), "tune_examples": r.tune_examples,
-                         "tune_threshold_relaxed": r.tune_relaxed, "notes": r.notes})
+                         "notes": r.notes})
     meta = run.data.meta
     results = {
         "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run.llm_spec,

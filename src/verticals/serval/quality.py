@@ -12,8 +12,9 @@ see docs/serval.md). We look at three label-free signals:
 
 A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`),
 when the check split is too small to tell its agreement from chance (a student that outgrew a weak
-teacher agrees with it at about the teacher's own AUC, so small tables need rows), or when, after the first loop, agreement fell: the previous loop's models are kept. A loop whose
-predictions barely moved (drift below `converged`) passes but ends the run.
+teacher agrees with it at about the teacher's own AUC, so small tables need rows), or when, after
+the first loop, agreement fell: the previous loop's models are kept. A loop whose predictions barely
+moved (drift below `converged`) passes but ends the run.
 """
 
 from __future__ import annotations

@@ -20,41 +20,31 @@ from verticals.serval._io import write_text
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate, questions
 
-MIN_PER_CLASS = 4
 MAX_EPOCHS = 3
 
 
 @dataclass(frozen=True)
 class TuningSet:
-    """The chosen rows, their labels from the small model, and whether the threshold had to be relaxed."""
+    """The chosen rows and their labels from the small model (1: the first choice, "Yes")."""
 
     rows: np.ndarray
     labels: np.ndarray
-    relaxed: bool
 
 
-def confident_rows(probs: np.ndarray, rows: np.ndarray, *, confidence: float, limit: int,
-                   seed: int = 0) -> TuningSet:
-    """Up to `limit` rows, half per class, where the small model is at least `confidence` sure.
+def confident_rows(probs: np.ndarray, rows: np.ndarray, *, share: float, limit: int, seed: int = 0) -> TuningSet:
+    """The top and bottom `share` of `rows` by the small model's score, up to `limit` rows, half per class.
 
-    When a class has fewer than `MIN_PER_CLASS` such rows, the top and bottom rows by rank stand for
-    the two classes instead (`relaxed`: the small model's ranking is taught, not its calibration), so
-    both answers are always taught.
+    By rank, not by a probability threshold: a small model trained on ranks or on a weak LLM's labels
+    gives compressed probabilities (UCI heart disease: 9 of 320 training rows at 0.8 or more), so a
+    threshold would teach the LLM from a handful of rows.
     """
     rng = np.random.default_rng(seed)
-    p = probs[rows]
-    half = max(limit // 2, 1)
-    positive, negative = rows[p >= confidence], rows[p <= 1 - confidence]
-    relaxed = min(len(positive), len(negative)) < MIN_PER_CLASS
-    if relaxed:
-        order = rows[np.argsort(p)]
-        take = max(min(half, len(rows) // 4), 1)
-        positive, negative = order[-take:], order[:take]
-    n = min(len(positive), len(negative), half)
-    chosen = np.concatenate([rng.choice(positive, n, replace=False), rng.choice(negative, n, replace=False)])
-    labels = np.repeat(np.array([1, 0], dtype=np.int64), n)  # the side a row was drawn from, even when relaxed
-    order = rng.permutation(len(chosen))
-    return TuningSet(chosen[order], labels[order], relaxed)
+    order = rows[np.argsort(probs[rows], kind="stable")]
+    n = max(min(int(share * len(rows)), max(limit // 2, 1)), 1)
+    chosen = np.concatenate([order[-n:], order[:n]])
+    labels = np.repeat(np.array([1, 0], dtype=np.int64), n)
+    shuffle = rng.permutation(len(chosen))
+    return TuningSet(chosen[shuffle], labels[shuffle])
 
 
 def examples(data: TabularData, chosen: TuningSet, template: PromptTemplate, style: str) -> list[dict[str, Any]]:

@@ -47,7 +47,6 @@ class LoopRecord:
     quality: Quality
     tuned: Path | None = None
     tune_examples: int = 0
-    tune_relaxed: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -148,10 +147,10 @@ class SersalRun:
         if isinstance(llm, SimulatedAnnotator):
             record.notes.append("reverse tuning skipped: a simulated annotator has no weights to tune")
             return
-        chosen = confident_rows(record.small_probs, self.rows("train"), confidence=self.config.confidence,
+        chosen = confident_rows(record.small_probs, self.rows("train"), share=self.config.confident_share,
                                 limit=self.config.tune_examples, seed=self.config.seed + record.index)
         records = examples(self.data, chosen, self.template, self.config.style)
-        record.tune_examples, record.tune_relaxed = len(records), chosen.relaxed
+        record.tune_examples = len(records)
         write_jsonl(records, where / "tune.jsonl")
         from verticals.llm.local import LocalModel
 
