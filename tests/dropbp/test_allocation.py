@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.dropbp.tiny import backward, batch, tiny
+from tests.dropbp.tiny import ARCHS, backward, batch, tiny
 from verticals import dropbp
 from verticals.dropbp import DropBPError, allocate
 
@@ -165,6 +165,20 @@ def test_calibrate_is_deterministic_with_dropout() -> None:
     np.testing.assert_array_equal(controller.calibrate(lambda b: model(**b).loss, probes), first)
     # every probe of a batch sees the same dropout draws: only the dropped branch makes the difference
     np.testing.assert_allclose(first, _reference_sensitivity(model, controller, probes, rng), rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_one_forward_calibration_equals_dropping_each_branch_in_turn(arch: str) -> None:
+    # calibration zeroes gradients at a branch's module outputs on one shared forward; a training step
+    # runs the dropped branch under no_grad instead: the sensitivities must be the same
+    model = tiny(arch, **({"resid_pdrop": 0.2} if arch == "gpt2" else {"attention_dropout": 0.2}))
+    controller = dropbp.apply(model, allocation="sensitivity")
+    probes = [batch(4)]  # one: the reference replays the same RNG state for every batch
+    torch.manual_seed(3)
+    rng = torch.random.get_rng_state()
+    s = controller.calibrate(lambda b: model(**b).loss, probes)
+    assert (s > 0).all()
+    np.testing.assert_allclose(s, _reference_sensitivity(model, controller, probes, rng), rtol=1e-5)
 
 
 def test_calibrate_needs_batches_and_keeps_sampling_off() -> None:

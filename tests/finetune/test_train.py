@@ -62,6 +62,20 @@ def test_selective_head_loss_equals_the_full_loss(tiny_model) -> None:  # type: 
     assert count == int((batch["labels"] != IGNORE).sum())
 
 
+def test_sensitivity_calibration_is_timed_into_the_log(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sensitive"
+    config = FinetuneConfig(steps=10, batch_size=2, warmup_steps=0, save_every=10, drop_rate=0.5,
+                            drop_allocation="sensitivity", probe_batches=1)
+    result = finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    timed = [e for e in log if "calibration" in e]
+    assert [e["step"] for e in timed] == [2]  # calibrated before step 2 (10% of 10 steps)
+    assert timed[0]["calibration"] > 0
+    assert log[1]["elapsed"] == pytest.approx(log[0]["elapsed"] + log[1]["seconds"] + log[1]["calibration"])
+    assert result.seconds >= log[-1]["elapsed"]
+    assert result.drop_rates is not None and len(set(result.drop_rates)) > 1  # measured, not uniform
+
+
 def test_lora_run_writes_an_adapter_that_changes_the_model(tiny_model_dir: Path, data_file: Path,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "lora"

@@ -57,10 +57,12 @@ def allocate(sensitivities: np.ndarray, flops: np.ndarray, target: float, *, cap
 
 
 def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor], batches: list[Any]) -> np.ndarray:
-    """S_l for every branch, from 1 + N forward/backward passes per probe batch.
+    """S_l for every branch, from one forward and 1 + N backward passes per probe batch.
 
-    Every probe of a batch sees the same random state (dropout draws alike); the caller's RNG state
-    and gradients are left as they were found (gradients are cleared).
+    Branch l's dropped backward is played by zeroing the gradient at the outputs of its modules: the
+    same gradients as running them under `no_grad`, as a training step does, but every probe shares
+    one forward (and its dropout draws), so calibration costs about a third less. The caller's RNG
+    state is restored and gradients are cleared.
     """
     if not batches:
         raise DropBPError("sensitivity allocation needs at least one probe batch")
@@ -73,13 +75,18 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     was_training = model.training
     model.train()  # branches drop only in training mode; a model left in eval mode would measure zeros
+    controller.set_mask([False] * n)
+    gates = _GradientGates(controller)
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), gates:
             for batch in batches:
-                state = (torch.random.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices])
-                full = _grad_norms(controller, params, loss_fn, batch, None, state, devices)
+                gates.closed = None
+                model.zero_grad(set_to_none=True)
+                loss = loss_fn(batch)
+                full = _grad_norms(model, params, loss, keep_graph=True)
                 for branch in range(n):
-                    probe = _grad_norms(controller, params, loss_fn, batch, branch, state, devices)
+                    gates.closed = branch
+                    probe = _grad_norms(model, params, loss, keep_graph=branch < n - 1)
                     total[branch] += float(((full - probe) ** 2).sum())
     finally:
         model.train(was_training)
@@ -91,15 +98,46 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
     return total
 
 
-def _grad_norms(controller: DropBP, params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor],
-                batch: Any, dropped: int | None, rng_state: tuple[torch.Tensor, list[torch.Tensor]],
-                devices: list[int]) -> np.ndarray:
-    controller.set_mask([i == dropped for i in range(len(controller.branches))])
-    controller.model.zero_grad(set_to_none=True)
-    torch.random.set_rng_state(rng_state[0])  # every probe sees the same dropout draws, on CPU and GPU
-    for device, cuda_state in zip(devices, rng_state[1]):
-        torch.cuda.set_rng_state(cuda_state, device)
-    loss = loss_fn(batch)
+class _GradientGates:
+    """While active, the outputs of every branch's modules pass no gradient when that branch is `closed`."""
+
+    def __init__(self, controller: DropBP) -> None:
+        self.branches = controller.branches
+        self.closed: int | None = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _GradientGates:
+        for index, branch in enumerate(self.branches):
+            for module in branch.modules:
+                self._handles.append(module.register_forward_hook(
+                    lambda module, args, output, index=index: self._gate(args, output, index)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _gate(self, args: Any, output: Any, index: int) -> None:
+        inputs = {id(a) for a in _tensors(args)}
+        for tensor in _tensors(output):
+            if tensor.requires_grad and id(tensor) not in inputs:  # a module that returns its input is a pass-through
+                tensor.register_hook(lambda grad: torch.zeros_like(grad) if self.closed == index else None)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
+def _grad_norms(model: torch.nn.Module, params: list[torch.nn.Parameter], loss: torch.Tensor,
+                keep_graph: bool) -> np.ndarray:
+    model.zero_grad(set_to_none=True)
     if loss.requires_grad:
-        loss.backward()
+        loss.backward(retain_graph=keep_graph)
     return np.array([0.0 if p.grad is None else float(p.grad.detach().float().norm()) for p in params])

@@ -186,10 +186,12 @@ class _Loop:
         with progress_bar("fine-tuning", config.steps, enabled=progress and self.accelerator.is_main_process) as bar:
             bar(start)
             for step in range(start, config.steps):
+                calibration = 0.0
                 if step == self.calibrate_at and self.controller is not None and self.controller.sensitivities is None:
-                    self._calibrate()
+                    bar(0, note=f"measuring the sensitivity of {len(self.controller.branches)} branches")
+                    calibration = self._calibrate()
                 loss, tokens, seconds = self._step(batches)
-                log.write(step + 1, loss, tokens, seconds)
+                log.write(step + 1, loss, tokens, seconds, calibration)
                 bar(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
                 if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
                     self._save(step + 1)
@@ -216,8 +218,10 @@ class _Loop:
             self.controller.step()
         return total, tokens, time.perf_counter() - begun
 
-    def _calibrate(self) -> None:
+    def _calibrate(self) -> float:
+        """Measure branch sensitivities on probe batches and set the drop rates; returns the seconds it took."""
         assert self.controller is not None
+        begun = time.perf_counter()
         probes = micro_batches(self.examples, self.config, 0, self.accelerator.process_index,
                                self.accelerator.num_processes)
         device = self.accelerator.device
@@ -225,6 +229,7 @@ class _Loop:
                    for _ in range(self.config.probe_batches)]
         self.controller.calibrate(lambda b: lm_loss(self.network, b)[0], batches)
         self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - begun
 
     def _save(self, step: int) -> None:
         if self.accelerator.is_main_process:
@@ -244,12 +249,13 @@ class _Log:
             path.write_text("".join(line + "\n" for line in kept))
             self.elapsed = json.loads(kept[-1])["elapsed"] if kept else 0.0
 
-    def write(self, step: int, loss: float, tokens: int, seconds: float) -> None:
-        self.elapsed += seconds
+    def write(self, step: int, loss: float, tokens: int, seconds: float, calibration: float = 0.0) -> None:
+        """`elapsed` counts a sensitivity calibration before this step too: it is wall-clock DropBP spends."""
+        self.elapsed += seconds + calibration
         if self.active:
+            row = {"step": step, "loss": loss, "tokens": tokens, "seconds": seconds, "elapsed": self.elapsed}
             with self.path.open("a") as handle:
-                handle.write(json.dumps({"step": step, "loss": loss, "tokens": tokens, "seconds": seconds,
-                                         "elapsed": self.elapsed}) + "\n")
+                handle.write(json.dumps(row | ({"calibration": calibration} if calibration else {})) + "\n")
 
 
 def _export(network: nn.Module, tokenizer: Any, out: Path) -> None:
