@@ -59,11 +59,14 @@ def measure_row(method: str, rate: float, steps: int, head: str) -> dict:
         labels[:, :-4] = IGNORE
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
              "position_ids": torch.arange(256).expand(4, -1), "labels": labels}
-    forward, backward, total = [], [], []
+    forward, backward, total, kept = [], [], [], []
     for step in range(steps + 1):
         t0 = time.perf_counter()
         loss = _full_head_loss(network, batch) if head == "all" else lm_loss(network, batch)[0]
         t1 = time.perf_counter()
+        if step > 0:  # the share of branch FLOPs this step's mask kept (masks vary: 60 coin flips)
+            kept.append(1.0 if controller is None else float((controller.flops * ~controller.mask).sum()
+                                                              / controller.flops.sum()))
         if loss.requires_grad:
             loss.backward()
         t2 = time.perf_counter()
@@ -74,11 +77,9 @@ def measure_row(method: str, rate: float, steps: int, head: str) -> dict:
             forward.append(t1 - t0)
             backward.append(t2 - t1)
             total.append(t3 - t0)
-    kept = 1.0 if controller is None else float((controller.flops * (1 - controller.rates)).sum()
-                                                / controller.flops.sum())
     return {"method": method, "rate": rate, "head": head, "forward": statistics.median(forward),
             "backward": statistics.median(backward), "step": statistics.median(total),
-            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "kept": kept,
+            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "kept": statistics.median(kept),
             "head_share": _head_backward_share(local.model.config)}
 
 
@@ -105,10 +106,11 @@ def _head_backward_share(config) -> float:  # type: ignore[no-untyped-def]
     return head / (head + per_token_branches)
 
 
-def speed(quick: bool) -> list[dict]:
-    steps = 2 if quick else 6
-    plan = [(m, r, "text") for m in ("lora", "full") for r in (0.0, 0.5, 0.875)]
-    plan += [("lora", 0.0, "all"), ("lora", 0.0, "loss")]
+def speed(quick: bool, methods: tuple[str, ...] = ("lora", "full"), steps: int = 6) -> list[dict]:
+    steps = 2 if quick else steps
+    plan = [(m, r, "text") for m in methods for r in (0.0, 0.5, 0.875)]
+    if "lora" in methods:
+        plan += [("lora", 0.0, "all"), ("lora", 0.0, "loss")]
     rows = []
     for method, rate, head in plan:
         out = subprocess.run([sys.executable, __file__, "--row", method, str(rate), head, str(steps)],
@@ -131,8 +133,10 @@ def speed_table(rows: list[dict]) -> str:
         lines.append(f"| {row['method']} | {row['rate']} | {row['forward']:.2f} | {row['backward']:.2f} | "
                      f"{row['step']:.2f} | {row['peak_gb']:.2f} | {measured:.2f}x | {predicted:.2f}x | "
                      f"{measured / predicted:.2f} | {ok} |")
-    everywhere = next(r for r in rows if r["head"] == "all")
-    selective = next(r for r in rows if r["head"] == "loss")
+    everywhere = next((r for r in rows if r["head"] == "all"), None)
+    selective = next((r for r in rows if r["head"] == "loss"), None)
+    if everywhere is None or selective is None:
+        return "\n".join(lines)
     lines += ["", "| LoRA, rate 0, 252-token prompt + 4-token answer | forward s | backward s | step s | peak RSS GB |"
               " speed-up |", "|---|---|---|---|---|---|"]
     for name, row in (("LM head at every position", everywhere), ("LM head only where loss is read", selective)):
@@ -264,6 +268,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "convergence", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--methods", default="lora,full", help="speed: lora, full or both")
+    parser.add_argument("--steps", type=int, default=6, help="speed: measured steps per row (after one warm-up)")
     parser.add_argument("--lora-targets", choices=sorted(LORA_TARGETS), default="all",
                         help="convergence: LoRA on every linear layer (default) or on attention only")
     parser.add_argument("--rates", default="0,0.5", help="convergence: drop rates to train at (the first is the base)")
@@ -279,7 +285,7 @@ def main() -> None:
         print(json.dumps(measure_row(method, float(rate), int(steps), head)))
         return
     if args.part in ("speed", "all"):
-        print(speed_table(speed(args.quick)))
+        print(speed_table(speed(args.quick, tuple(args.methods.split(",")), args.steps)))
     if args.part in ("convergence", "all"):
         import tempfile
 
