@@ -15,7 +15,7 @@ from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import load_dataset
 from verticals.serval.pipeline import sersal
 from verticals.serval.prompts import PromptTemplate, questions, record
-from verticals.serval.quality import Quality, agreement, chance_se, judge
+from verticals.serval.quality import Quality, TuningCheck, agreement, chance_se, judge, judge_tuning
 from verticals.serval.reverse import confident_rows, examples
 from verticals.serval.run import SersalRun
 
@@ -262,14 +262,33 @@ class _TeacherWithWeights(LLMAnnotator):
         return SimulatedAnnotator(auc=0.9, signal="label").annotate(data)
 
 
-def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+def _tuning_run(tiny_model_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, kept: bool):  # type: ignore[no-untyped-def]
+    """Two loops on a tiny local model, with the tuned-LLM check's verdict forced to `kept`."""
     from verticals.llm.local import LocalModel
+    from verticals.serval import run as run_module
 
+    verdicts = []
+
+    def forced(small, before, after):  # type: ignore[no-untyped-def]
+        verdicts.append((small, before, after))
+        return TuningCheck(0.6, 0.7 if kept else 0.5, kept, "forced")
+
+    monkeypatch.setattr(run_module, "judge_tuning", forced)
     data = load_dataset("heart_failure")  # enough check rows (48) for the gate to tell learning from chance
     annotator = _TeacherWithWeights(LocalModel(tiny_model_dir), progress=False)
     config = ServalConfig(loops=2, tune_steps=2, tune_examples=8, drop_rate=0.5, min_agreement=0.5, **FAST)
-    run = SersalRun(data, annotator, tmp_path, config, llm_spec=str(tiny_model_dir), progress=False)
+    run = SersalRun(data, annotator, folder, config, llm_spec=str(tiny_model_dir), progress=False)
     loops = run.run()
+    small, before, after = verdicts[0]
+    check = run.rows("check")  # the tuned LLM was asked about the check rows, beside the small model's view of them
+    assert len(after) == len(check) == len(small) and np.array_equal(before, loops[0].annotations[check])
+    np.testing.assert_array_equal(np.load(folder / "loop_0" / "tuned_check.npy"), after)
+    return run, loops
+
+
+def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=True)
     assert (tmp_path / "loop_0" / "tuned" / "adapter_model.safetensors").is_file()
     assert len((tmp_path / "loop_0" / "tune.jsonl").read_text().splitlines()) == 8
     assert len(loops) == 2  # loop 1 annotated with the tuned tiny model (a plain LLMAnnotator)
@@ -278,3 +297,28 @@ def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model
 
     results = evaluate(run, loops)
     assert results["loops"][0]["tuned_llm"] is not None and results["loops"][0]["tune_examples"] == 8
+    assert results["loops"][0]["tuning_check"]["kept"]
+
+
+def test_tuning_that_drew_the_llm_away_from_the_small_model_is_set_aside(tiny_model_dir: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from verticals.serval.evaluate import evaluate
+    from verticals.serval.report import table_rows
+
+    run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=False)
+    assert len(loops) == 1 and "set aside" in loops[0].notes[-1]  # a second loop would annotate with it
+    results = evaluate(run, loops)
+    assert results["table"]["tuned_llm"] is not None and not results["tuned_llm_kept"]
+    assert table_rows(results)[2][0] == "reverse-tuned LLM (set aside)"
+
+
+def test_judge_tuning_keeps_an_llm_that_moved_toward_the_small_model() -> None:
+    rng = np.random.default_rng(0)
+    small = rng.random(60)
+    before = small + rng.normal(0, 0.5, 60)
+    closer, farther = small + rng.normal(0, 0.1, 60), rng.random(60)
+    kept = judge_tuning(small, before, closer)
+    assert kept.kept and kept.after > kept.before
+    dropped = judge_tuning(small, before, farther)
+    assert not dropped.kept and dropped.after <= dropped.before and "set aside" in dropped.reason
+    assert not judge_tuning(small, before, before).kept  # no change is no help

@@ -50,7 +50,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         per_loop.append({"loop": r.index, "llm": scores(gold, r.annotations[test]),
                          "small_model": scores(gold, r.small_probs[test]), "tuned_llm": scores(gold, tuned_r),
                          "quality": r.quality.to_dict(), "tune_examples": r.tune_examples,
-                         "notes": r.notes})
+                         "tuning_check": r.tuning.to_dict() if r.tuning else None, "notes": r.notes})
     meta = run.data.meta
     results = {
         "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run.llm_spec,
@@ -59,6 +59,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         "split": {part: len(run.rows(part)) for part in ("train", "check", "test")},
         "config": run.config.to_dict(), "table": table, "oracle_recovery": recovery,
         "final_loop": final.index, "gate_passed": bool(passed), "loops": per_loop,
+        "tuned_llm_kept": bool(tuned_loops) and (tuned_loops[-1].tuning is None or tuned_loops[-1].tuning.kept),
     }
     write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text(run.folder / "samples.jsonl", _samples(run, loops, final, tuned, oracle))

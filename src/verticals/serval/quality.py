@@ -10,6 +10,10 @@ see docs/serval.md). We look at three label-free signals:
 - clean fraction: the share of rows the noisy-label learner kept as clean;
 - drift: mean absolute change of the small model's probabilities since the previous loop.
 
+After reverse tuning, the tuned LLM is kept only if it agrees with the small model on the check rows
+(never trained on, by either) better than the LLM before tuning did: tuning that did not move the LLM
+toward its student is set aside, and the run ends.
+
 A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`),
 when the check split is too small to tell its agreement from chance (a student that outgrew a weak
 teacher agrees with it at about the teacher's own AUC, so small tables need rows), or when, after
@@ -79,3 +83,25 @@ def judge(llm_labels: np.ndarray, small_probs: np.ndarray, check: np.ndarray, *,
                        f"predictions moved by {drift:.4f} < {converged}: converged")
     reason = "last loop" if last_loop else "the small model learned the LLM's labels"
     return Quality(score, clean_fraction, drift, True, last_loop, reason)
+
+
+@dataclass(frozen=True)
+class TuningCheck:
+    """Did reverse tuning bring the LLM closer to the small model on rows neither trained on?"""
+
+    before: float
+    after: float
+    kept: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge_tuning(small_probs: np.ndarray, before: np.ndarray, after: np.ndarray) -> TuningCheck:
+    """Compare the LLM's labels before and after tuning against the small model's ranking (check rows)."""
+    was, now = agreement(small_probs, before), agreement(small_probs, after)  # the small model's cut is the reference
+    if now > was:
+        return TuningCheck(was, now, True, f"the tuned LLM agrees with the small model more ({now:.3f} > {was:.3f})")
+    return TuningCheck(was, now, False, f"the tuned LLM agrees with the small model less ({now:.3f} <= {was:.3f}) "
+                                        "on the check rows: set aside, the run ends")

@@ -19,6 +19,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for key, label in LABELS.items():
         score = results["table"].get(key)
+        if key == "tuned_llm" and score and not results.get("tuned_llm_kept", True):
+            label += " (set aside)"  # tuning did not bring it closer to the small model: not used
         rows.append((label, f"{score['auc']:.3f}" if score else "-", f"{score['accuracy']:.3f}" if score else "-"))
     return rows
 

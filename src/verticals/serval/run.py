@@ -9,7 +9,8 @@ answers also go to a response cache in the run folder: an annotation killed half
 Run folder:
     run.json               dataset, annotator and settings (a restart must match them)
     split.json             row indices: train (teaches), check (gate, early stopping), test (evaluation)
-    loop_<k>/annotations.npy, small_model/, small_probs.npy, quality.json, tune.jsonl, tuned/
+    loop_<k>/annotations.npy, small_model/, small_probs.npy, quality.json, tune.jsonl, tuned/,
+                           tuned_check.npy + tuning_check.json (is the tuned LLM closer to the small model?)
     oracle/                the same small model trained on gold labels (evaluation only)
     results.json, samples.jsonl, report.html, *.png
 """
@@ -31,7 +32,7 @@ from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator
 from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate
-from verticals.serval.quality import Quality, judge
+from verticals.serval.quality import Quality, TuningCheck, judge, judge_tuning
 from verticals.serval.reverse import confident_rows, examples, hosted_instructions, reverse_tune, write_jsonl
 
 Say = Callable[[str], None]
@@ -47,6 +48,7 @@ class LoopRecord:
     quality: Quality
     tuned: Path | None = None
     tune_examples: int = 0
+    tuning: TuningCheck | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -87,6 +89,8 @@ class SersalRun:
                 break
             if record.tuned is None:
                 self.say(f"loop {k}: nothing was tuned, so another loop would repeat this one; stopping")
+                break
+            if record.tuning is not None and not record.tuning.kept:
                 break
             llm = self._tuned_annotator(record.tuned)
         return loops
@@ -171,6 +175,14 @@ class SersalRun:
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             partial.replace(tuned)
         record.tuned = tuned
+        check = self.rows("check")
+        after = self._stage_npy(where / "tuned_check.npy",
+                                lambda: self._tuned_annotator(tuned).annotate(self.data.subset(check)))
+        record.tuning = TuningCheck(**self._stage_json(where / "tuning_check.json", lambda: judge_tuning(
+            record.small_probs[check], record.annotations[check], after).to_dict()))
+        self.say(f"loop {record.index}: {record.tuning.reason}")
+        if not record.tuning.kept:
+            record.notes.append(f"reverse tuning set aside: {record.tuning.reason}")
 
     def _tuned_annotator(self, adapter: Path) -> LLMAnnotator:
         from verticals.llm.local import LocalModel
