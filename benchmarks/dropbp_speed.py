@@ -8,14 +8,18 @@ backward is taken from FLOPs (LoRA: activation gradients only; full: activation 
 One more pair of rows measures the LM head run only where loss is read (long prompt, short answer,
 as in SERSAL's reverse tuning) against the head run over every position.
 
-Part 2 (convergence): 300 LoRA steps on scikit-learn's breast-cancer table as chat examples
-("... Is the tumour malignant?" -> "Yes."/"No."), drop rate 0 and 0.5; held-out loss at the end and
-a PNG of training loss against wall-clock time. Adapters go on every linear layer of the decoder, as
+Part 2 (convergence): 300 LoRA steps on chat examples, drop rate 0 and 0.5; held-out loss at the
+end and a PNG of training loss against wall-clock time. `--task breast_cancer` (default): scikit-learn's
+breast-cancer table ("... Is the tumour malignant?" -> "Yes."/"No."). `--task radiology`: radlabels'
+synthetic chest X-ray reports -> the findings they describe as present or absent (answers of about 20
+tokens). Adapters go on every linear layer of the decoder, as
 in the paper's recipe (`--lora-targets attention` puts them on q/k/v/o only: then at rate 0.5 every
 adapter sits in an attention branch and learns on about half of the steps).
 
     .venv/bin/python benchmarks/dropbp_speed.py                 # both parts (about 35 minutes)
     .venv/bin/python benchmarks/dropbp_speed.py --part speed    # part 1 only
+    .venv/bin/python benchmarks/dropbp_speed.py --part speed --methods full --steps 16   # fewer rows, longer
+    .venv/bin/python benchmarks/dropbp_speed.py --part convergence --task radiology --plot /tmp/r.png
     .venv/bin/python benchmarks/dropbp_speed.py --quick         # smoke run
 """
 
@@ -280,6 +284,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=DOCS / "dropbp_convergence.png", help="convergence: PNG path")
     parser.add_argument("--row", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not set(args.methods.split(",")) <= {"lora", "full"}:
+        parser.error(f"--methods takes lora, full or lora,full, got {args.methods!r}")
     if args.row:
         method, rate, head, steps = args.row
         print(json.dumps(measure_row(method, float(rate), int(steps), head)))

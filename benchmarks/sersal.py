@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from verticals.serval import ServalConfig, ServalError, list_datasets, load_dataset, sersal
+from verticals.serval import ServalConfig, list_datasets, load_dataset, sersal
+from verticals.serval.config import TeacherCeilingError
 
 SIMULATED = (0.65, 0.75, 0.85)
 
@@ -44,7 +45,7 @@ def simulated(datasets: list[str], out: Path, max_rows: int, aucs: list[float], 
                 try:
                     runs.append(sersal(name, spec, folder,
                                        ServalConfig(max_rows=max_rows, seed=seed), progress=False))
-                except ServalError as error:  # the features cannot support a teacher this good
+                except TeacherCeilingError as error:  # the features cannot support a teacher this good
                     print(f"| {name} | simulated {auc} | {error} |", flush=True)
                     break
             if not runs:
@@ -81,6 +82,7 @@ def bundled(datasets: list[str], out: Path, max_rows: int, tune_steps: int) -> l
         rows.append({"dataset": name, "annotator": "bundled 135M", "teacher_auc": t["llm_zero_shot"]["auc"],
                      "small_auc": t["small_model"]["auc"],
                      "tuned_auc": t["tuned_llm"]["auc"] if t["tuned_llm"] else None,
+                     "tuned_kept": r.get("tuned_llm_kept"),
                      "oracle_auc": t["oracle"]["auc"], "recovery": r["oracle_recovery"],
                      "described_all_rows": float(roc_auc_score(data.labels, described)),
                      "plain_all_rows": float(roc_auc_score(data.labels, plain)),
@@ -91,6 +93,8 @@ def bundled(datasets: list[str], out: Path, max_rows: int, tune_steps: int) -> l
 
 def _line(row: dict) -> str:
     tuned = f"{row['tuned_auc']:.3f}" if row.get("tuned_auc") is not None else "-"
+    if row.get("tuned_kept") is False:
+        tuned += " (set aside)"
     extra = ""
     if "plain_all_rows" in row:
         extra = f" | {row['plain_all_rows']:.3f} | {row['described_all_rows']:.3f}"

@@ -187,6 +187,17 @@ def test_confident_rows_are_the_ends_of_the_small_models_ranking() -> None:
     np.testing.assert_array_equal(again.rows, chosen.rows)
 
 
+def test_confident_rows_break_ties_at_random_and_never_overlap() -> None:
+    flat = np.full(40, 0.5)  # a table sorted by class would otherwise hand its order to the labels
+    chosen = confident_rows(flat, np.arange(40), share=0.25, limit=400, seed=0)
+    assert sorted(chosen.rows[chosen.labels == 1].tolist()) != list(range(30, 40))
+    assert not set(chosen.rows[chosen.labels == 1]) & set(chosen.rows[chosen.labels == 0])
+    two = confident_rows(np.array([0.2, 0.9]), np.arange(2), share=0.5, limit=400)
+    assert dict(zip(two.rows.tolist(), two.labels.tolist())) == {1: 1, 0: 0}
+    with pytest.raises(ServalError, match="at least 2"):
+        confident_rows(np.array([0.3]), np.arange(1), share=0.25, limit=400)
+
+
 def test_tuning_examples_answer_with_the_small_models_label(heart) -> None:
     chosen = confident_rows(np.linspace(0, 1, 40), np.arange(40), share=0.25, limit=6)
     records = examples(heart, chosen, PromptTemplate.load(), "described")
@@ -202,6 +213,7 @@ def test_sersal_simulated_small_model_beats_its_teacher(tmp_path: Path) -> None:
     assert table["small_model"]["auc"] > table["llm_zero_shot"]["auc"] + 0.05
     assert results["oracle_recovery"] > 0.85
     assert table["tuned_llm"] is None and "simulated" in results["loops"][0]["notes"][0]
+    assert results["tuned_llm_kept"] is None  # nothing was tuned: neither kept nor set aside
     for name in ("results.json", "samples.jsonl", "report.html", "auc.png", "calibration.png", "loops.png"):
         assert (tmp_path / "run" / name).is_file(), name
     sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
@@ -237,6 +249,11 @@ def test_a_run_folder_refuses_other_settings(tmp_path: Path) -> None:
     sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
     with pytest.raises(ServalError, match="other settings"):
         sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(epochs=41), progress=False)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    settings["config"]["confidence"] = settings["config"].pop("confident_share")  # as an older version wrote it
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(ServalError, match="another version of verticals .settings confidence, confident_share."):
+        sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
 
 
 def test_a_relative_run_folder_keeps_every_stage_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,7 +110,8 @@ class _GradientGates:
         for index, branch in enumerate(self.branches):
             for module in branch.modules:
                 self._handles.append(module.register_forward_hook(
-                    lambda module, args, output, index=index: self._gate(args, output, index)))
+                    lambda module, args, kwargs, output, index=index: self._gate((args, kwargs), output, index),
+                    with_kwargs=True))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,8 +119,8 @@ class _GradientGates:
             handle.remove()
         self._handles.clear()
 
-    def _gate(self, args: Any, output: Any, index: int) -> None:
-        inputs = {id(a) for a in _tensors(args)}
+    def _gate(self, inputs_of: Any, output: Any, index: int) -> None:
+        inputs = {id(a) for a in _tensors(inputs_of)}
         for tensor in _tensors(output):
             if tensor.requires_grad and id(tensor) not in inputs:  # a module that returns its input is a pass-through
                 tensor.register_hook(lambda grad: torch.zeros_like(grad) if self.closed == index else None)

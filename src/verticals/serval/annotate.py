@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from verticals.serval.config import ServalError
+from verticals.serval.config import ServalError, TeacherCeilingError
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate, questions
 
@@ -145,8 +145,9 @@ class SimulatedAnnotator:
 
         ceiling = roc_auc_score(y, knowledge + self.systematic * bias)  # the noise gone: the best it can do
         if self.auc > ceiling - 0.005:
-            raise ServalError(f"simulated annotator: the features of {data.meta.name} allow a teacher of AUC at "
-                              f"most {ceiling:.3f} (systematic={self.systematic}); ask for less than {self.auc}")
+            raise TeacherCeilingError(f"simulated annotator: the features of {data.meta.name} allow a teacher of AUC "
+                                      f"at most {ceiling:.3f} (systematic={self.systematic}); ask for less than "
+                                      f"{self.auc}")
         low, high = 0.0, 10.0
         for _ in range(60):
             a = (low + high) / 2

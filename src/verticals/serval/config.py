@@ -12,6 +12,10 @@ class ServalError(ValueError):
     """A SERSAL run cannot start or go on as asked (bad dataset, metadata, settings or run folder)."""
 
 
+class TeacherCeilingError(ServalError):
+    """A simulated annotator was asked for an AUC the table's features cannot support."""
+
+
 ANNOTATIONS = ("logprobs", "verbalized", "vote")
 SMALL_MODELS = ("ft_transformer", "boosted_trees")
 STYLES = ("described", "plain")

@@ -33,7 +33,9 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
     passed = [r for r in loops if r.quality.passed]
     final = passed[-1] if passed else loops[0]
     tuned_loops = [r for r in loops if r.tuned is not None]
-    tuned = _tuned_probs(run, loops, tuned_loops[-1]) if tuned_loops else None
+    kept = [r for r in tuned_loops if r.tuning is None or r.tuning.kept]
+    shown = kept[-1] if kept else (tuned_loops[-1] if tuned_loops else None)  # the run's LLM, else the set-aside one
+    tuned = _tuned_probs(run, loops, shown) if shown is not None else None
     oracle = run.oracle()
     table = {
         "llm_zero_shot": scores(gold, loops[0].annotations[test]),
@@ -59,7 +61,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         "split": {part: len(run.rows(part)) for part in ("train", "check", "test")},
         "config": run.config.to_dict(), "table": table, "oracle_recovery": recovery,
         "final_loop": final.index, "gate_passed": bool(passed), "loops": per_loop,
-        "tuned_llm_kept": bool(tuned_loops) and (tuned_loops[-1].tuning is None or tuned_loops[-1].tuning.kept),
+        "tuned_llm_kept": None if shown is None else shown in kept,  # None: nothing was tuned
     }
     write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text(run.folder / "samples.jsonl", _samples(run, loops, final, tuned, oracle))

@@ -74,7 +74,7 @@ def judge(llm_labels: np.ndarray, small_probs: np.ndarray, check: np.ndarray, *,
     if score < floor:  # a student that outgrew a weak teacher lands here too: agreement is capped near its AUC
         return Quality(score, clean_fraction, drift, False, True,
                        f"agreement {score:.3f} cannot be told from chance on {len(check)} check rows (needs "
-                       f"{floor:.3f}); more rows (--max-rows) give the gate the power to pass it")
+                       f"{floor:.3f}); a larger table (or a larger --max-rows) gives the gate the power to pass it")
     if previous is not None and score < previous.agreement:
         return Quality(score, clean_fraction, drift, False, True,
                        f"agreement fell from {previous.agreement:.3f} to {score:.3f}: keeping the previous loop")
@@ -99,7 +99,12 @@ class TuningCheck:
 
 
 def judge_tuning(small_probs: np.ndarray, before: np.ndarray, after: np.ndarray) -> TuningCheck:
-    """Compare the LLM's labels before and after tuning against the small model's ranking (check rows)."""
+    """Compare the LLM's labels before and after tuning against the small model's ranking (check rows).
+
+    The reference is the small model cut at its median (the gate's `agreement` cuts the LLM instead).
+    The bar is high on purpose: the LLM before tuning taught the small model, so it starts close to
+    it; tuning is kept only when it brought the LLM closer still.
+    """
     was, now = agreement(small_probs, before), agreement(small_probs, after)  # the small model's cut is the reference
     if now > was:
         return TuningCheck(was, now, True, f"the tuned LLM agrees with the small model more ({now:.3f} > {was:.3f})")

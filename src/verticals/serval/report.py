@@ -19,7 +19,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for key, label in LABELS.items():
         score = results["table"].get(key)
-        if key == "tuned_llm" and score and not results.get("tuned_llm_kept", True):
+        if key == "tuned_llm" and score and results.get("tuned_llm_kept") is False:
             label += " (set aside)"  # tuning did not bring it closer to the small model: not used
         rows.append((label, f"{score['auc']:.3f}" if score else "-", f"{score['accuracy']:.3f}" if score else "-"))
     return rows
@@ -39,7 +39,7 @@ def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | 
         f"<td>{_auc(r['tuned_llm'])}</td><td>{r['quality']['agreement']:.3f}</td>"
         f"<td>{_num(r['quality']['clean_fraction'])}</td><td>{_num(r['quality']['drift'])}</td>"
         f"<td>{'passed' if r['quality']['passed'] else 'failed'}: {html.escape(r['quality']['reason'])}</td>"
-        f"<td>{r['tune_examples']}</td></tr>" for r in results["loops"])
+        f"<td>{r['tune_examples']}</td><td>{_tuning(r.get('tuning_check'))}</td></tr>" for r in results["loops"])
     notes = "".join(f"<li>{html.escape(n)}</li>" for r in results["loops"] for n in r["notes"])
     images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in plots)
     page = f"""<!doctype html>
@@ -57,7 +57,8 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
 <p>Oracle recovery (small-model AUC / oracle AUC): <b>{_num(recovery)}</b></p>
 <h2>Loops</h2>
 <table><tr><th>loop</th><th>LLM AUC</th><th>small AUC</th><th>tuned LLM AUC</th><th>agreement</th>
-<th>clean fraction</th><th>drift</th><th>gate</th><th>tuning examples</th></tr>{loops}</table>
+<th>clean fraction</th><th>drift</th><th>gate</th><th>tuning examples</th>
+<th>tuned LLM vs small model, check rows (before)</th></tr>{loops}</table>
 {f'<ul>{notes}</ul>' if notes else ''}
 <h2>Plots</h2>{images}
 </body></html>
@@ -65,6 +66,12 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
     file = folder / "report.html"
     write_text(file, page)
     return file
+
+
+def _tuning(check: dict[str, Any] | None) -> str:
+    if not check:
+        return "-"
+    return f"{check['after']:.3f} ({check['before']:.3f}): {'kept' if check['kept'] else 'set aside'}"
 
 
 def _auc(score: dict[str, float] | None) -> str:

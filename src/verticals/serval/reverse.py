@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from verticals.serval._io import write_text
+from verticals.serval.config import ServalError
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate, questions
 
@@ -36,11 +37,14 @@ def confident_rows(probs: np.ndarray, rows: np.ndarray, *, share: float, limit: 
 
     By rank, not by a probability threshold: a small model trained on ranks or on a weak LLM's labels
     gives compressed probabilities (UCI heart disease: 9 of 320 training rows at 0.8 or more), so a
-    threshold would teach the LLM from a handful of rows.
+    threshold would teach the LLM from a handful of rows. Under `limit`, the most extreme rows are
+    taken; rows tied in score are ordered at random (seeded), not by their place in the table.
     """
+    if len(rows) < 2:
+        raise ServalError(f"reverse tuning needs at least 2 training rows, got {len(rows)}")
     rng = np.random.default_rng(seed)
-    order = rows[np.argsort(probs[rows], kind="stable")]
-    n = max(min(int(share * len(rows)), max(limit // 2, 1)), 1)
+    order = rows[np.lexsort((rng.random(len(rows)), probs[rows]))]  # ties broken at random, not by row order
+    n = min(max(round(share * len(rows)), 1), max(limit // 2, 1), len(rows) // 2)
     chosen = np.concatenate([order[-n:], order[:n]])
     labels = np.repeat(np.array([1, 0], dtype=np.int64), n)
     shuffle = rng.permutation(len(chosen))

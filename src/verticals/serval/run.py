@@ -172,6 +172,7 @@ class SersalRun:
             reverse_tune(fresh, records, partial, steps=self.config.tune_steps, batch_size=self.config.tune_batch_size,
                          lr=self.config.tune_lr, drop_rate=self.config.drop_rate, seed=self.config.seed,
                          progress=self.progress)
+            del fresh  # the check below loads the adapter again: do not hold two copies
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             partial.replace(tuned)
         record.tuned = tuned
@@ -250,8 +251,12 @@ class SersalRun:
         if file.is_file():
             before = json.loads(file.read_text())
             if before != json.loads(json.dumps(self._settings)):
-                changed = sorted(k for k in self._settings if before.get(k) != json.loads(json.dumps(
-                    self._settings))[k])
+                now = json.loads(json.dumps(self._settings))
+                changed = sorted(k for k in now if before.get(k) != now[k])
+                if set(before.get("config", {})) != set(now["config"]):
+                    raise ServalError(f"{self.folder} holds a run made by another version of verticals (settings "
+                                      f"{', '.join(sorted(set(before.get('config', {})) ^ set(now['config'])))}); "
+                                      "choose another --out, or delete the folder (`make clean-runs` for runs/)")
                 raise ServalError(f"{self.folder} holds a run with other settings ({', '.join(changed)} differ); "
                                   "rerun the same command to resume it, or choose another --out")
             return
