@@ -102,8 +102,9 @@ def judge_tuning(small_probs: np.ndarray, before: np.ndarray, after: np.ndarray)
     """Compare the LLM's labels before and after tuning against the small model's ranking (check rows).
 
     The reference is the small model cut at its median (the gate's `agreement` cuts the LLM instead).
-    The bar is high on purpose: the LLM before tuning taught the small model, so it starts close to
-    it; tuning is kept only when it brought the LLM closer still.
+    Known bias: the LLM before tuning taught the small model, so it starts close to it. On heart
+    disease this set aside a tuning that raised the LLM's test AUC from 0.672 to 0.713 (0.851 < 0.884
+    here); a fairer bar is open work (docs/serval.md).
     """
     was, now = agreement(small_probs, before), agreement(small_probs, after)  # the small model's cut is the reference
     if now > was:
