@@ -286,7 +286,7 @@ def _tuning_run(tiny_model_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPa
 
     verdicts = []
 
-    def forced(small, before, after):  # type: ignore[no-untyped-def]
+    def forced(small, before, after, seed):  # type: ignore[no-untyped-def]
         verdicts.append((small, before, after))
         return TuningCheck(0.6, 0.7 if kept else 0.5, kept, "forced")
 
@@ -305,6 +305,16 @@ def _tuning_run(tiny_model_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPa
 
 def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from verticals.llm import local
+
+    adapters = []
+
+    class Counted(local.LocalModel):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            adapters.append(kwargs.get("adapter"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(local, "LocalModel", Counted)
     run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=True)
     assert (tmp_path / "loop_0" / "tuned" / "adapter_model.safetensors").is_file()
     assert len((tmp_path / "loop_0" / "tune.jsonl").read_text().splitlines()) == 8
@@ -315,6 +325,9 @@ def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model
     results = evaluate(run, loops)
     assert results["loops"][0]["tuned_llm"] is not None and results["loops"][0]["tune_examples"] == 8
     assert results["loops"][0]["tuning_check"]["kept"]
+    # each tuned LLM was loaded once, though it labelled the check rows and then the next loop (or the test rows)
+    loaded = [a for a in adapters if a is not None]
+    assert loaded[0] == tmp_path / "loop_0" / "tuned" and loaded == sorted(tmp_path.glob("loop_*/tuned"))
 
 
 def test_tuning_that_drew_the_llm_away_from_the_small_model_is_set_aside(tiny_model_dir: Path, tmp_path: Path,
@@ -324,18 +337,23 @@ def test_tuning_that_drew_the_llm_away_from_the_small_model_is_set_aside(tiny_mo
 
     run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=False)
     assert len(loops) == 1 and "set aside" in loops[0].notes[-1]  # a second loop would annotate with it
+    assert "--drop-rate 0" in loops[0].notes[-1]  # tuned with DropBP 0.5: the note says what to try
     results = evaluate(run, loops)
     assert results["table"]["tuned_llm"] is not None and not results["tuned_llm_kept"]
     assert table_rows(results)[2][0] == "reverse-tuned LLM (set aside)"
 
 
-def test_judge_tuning_keeps_an_llm_that_moved_toward_the_small_model() -> None:
+def test_judge_tuning_sets_aside_only_an_llm_that_moved_measurably_away() -> None:
     rng = np.random.default_rng(0)
-    small = rng.random(60)
-    before = small + rng.normal(0, 0.5, 60)
-    closer, farther = small + rng.normal(0, 0.1, 60), rng.random(60)
+    small = rng.random(80)
+    before = small + rng.normal(0, 0.3, 80)  # the teacher: close to its student already
+    closer, farther = small + rng.normal(0, 0.1, 80), rng.random(80)
     kept = judge_tuning(small, before, closer)
     assert kept.kept and kept.after > kept.before
     dropped = judge_tuning(small, before, farther)
-    assert not dropped.kept and dropped.after <= dropped.before and "set aside" in dropped.reason
-    assert not judge_tuning(small, before, before).kept  # no change is no help
+    assert not dropped.kept and dropped.before - dropped.after > 1.645 * dropped.se and "set aside" in dropped.reason
+    slightly = judge_tuning(small, before, before + np.random.default_rng(0).normal(0, 0.1, 80))
+    assert slightly.after < slightly.before and slightly.kept  # a fall within the noise of 80 rows is no evidence
+    assert 0 < slightly.se < 0.1
+    assert judge_tuning(small, before, before).kept  # no change is no harm
+    assert judge_tuning(small, before, farther, seed=3) != dropped  # the bootstrap draws from `seed`

@@ -10,9 +10,11 @@ see docs/serval.md). We look at three label-free signals:
 - clean fraction: the share of rows the noisy-label learner kept as clean;
 - drift: mean absolute change of the small model's probabilities since the previous loop.
 
-After reverse tuning, the tuned LLM is kept only if it agrees with the small model on the check rows
-(never trained on, by either) better than the LLM before tuning did: tuning that did not move the LLM
-toward its student is set aside, and the run ends.
+After reverse tuning, the tuned LLM is kept unless it agrees with the small model on the check rows
+(never trained on, by either) measurably less than the LLM before tuning did (a paired bootstrap of
+the difference, one-sided 5%): tuning that moved the LLM away from its student is set aside, and the
+run ends. The bar is not "more than before" because the LLM before tuning taught the small model
+and so starts close to it.
 
 A loop fails when the small model did not learn the LLM's labels (agreement below `min_agreement`),
 when the check split is too small to tell its agreement from chance (a student that outgrew a weak
@@ -87,27 +89,37 @@ def judge(llm_labels: np.ndarray, small_probs: np.ndarray, check: np.ndarray, *,
 
 @dataclass(frozen=True)
 class TuningCheck:
-    """Did reverse tuning bring the LLM closer to the small model on rows neither trained on?"""
+    """Did reverse tuning move the LLM away from the small model on rows neither trained on?"""
 
     before: float
     after: float
     kept: bool
     reason: str
+    se: float | None = None  # bootstrap standard error of `after - before`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def judge_tuning(small_probs: np.ndarray, before: np.ndarray, after: np.ndarray) -> TuningCheck:
+def judge_tuning(small_probs: np.ndarray, before: np.ndarray, after: np.ndarray, *, resamples: int = 1000,
+                 seed: int = 0) -> TuningCheck:
     """Compare the LLM's labels before and after tuning against the small model's ranking (check rows).
 
     The reference is the small model cut at its median (the gate's `agreement` cuts the LLM instead).
-    Known bias: the LLM before tuning taught the small model, so it starts close to it. On heart
-    disease this set aside a tuning that raised the LLM's test AUC from 0.672 to 0.713 (0.851 < 0.884
-    here); a fairer bar is open work (docs/serval.md).
+    The LLM before tuning taught the small model, so "agrees more than before" is a biased bar: on
+    heart disease it set aside a tuning that raised the LLM's test AUC from 0.672 to 0.713 (0.851 vs
+    0.884, a fall of 0.6 standard errors). So the tuned LLM is set aside only when its agreement fell
+    by more than 1.645 paired-bootstrap standard errors; the harmful tunings measured fell by 4 to 7.
     """
     was, now = agreement(small_probs, before), agreement(small_probs, after)  # the small model's cut is the reference
-    if now > was:
-        return TuningCheck(was, now, True, f"the tuned LLM agrees with the small model more ({now:.3f} > {was:.3f})")
-    return TuningCheck(was, now, False, f"the tuned LLM agrees with the small model less ({now:.3f} <= {was:.3f}) "
-                                        "on the check rows: set aside, the run ends")
+    rng = np.random.default_rng(seed)
+    draws = (rng.integers(0, len(small_probs), len(small_probs)) for _ in range(resamples))
+    se = float(np.std([agreement(small_probs[i], after[i]) - agreement(small_probs[i], before[i]) for i in draws]))
+    bar = was - 1.645 * se
+    if now >= bar:
+        return TuningCheck(was, now, True, f"the tuned LLM agrees with the small model {now:.3f} (before {was:.3f}, "
+                                           f"set aside below {bar:.3f})", se)
+    fell = (was - now) / max(se, 1e-12)
+    return TuningCheck(was, now, False, f"the tuned LLM agrees with the small model less ({now:.3f} against "
+                                        f"{was:.3f} before, {fell:.1f} standard errors) on the check rows: "
+                                        "set aside, the run ends", se)

@@ -70,6 +70,7 @@ class SersalRun:
         self.template = template or PromptTemplate.load()
         self.progress = progress
         self.say = say or (lambda message: None)
+        self._tuned: tuple[Path, LLMAnnotator] | None = None
         self._settings = {"dataset": data.meta.name, "rows": len(data), "llm": llm_spec,
                           "config": config.to_dict(), "template": self.template.__dict__ | {"choices": list(
                               self.template.choices)}}
@@ -180,20 +181,28 @@ class SersalRun:
         after = self._stage_npy(where / "tuned_check.npy",
                                 lambda: self._tuned_annotator(tuned).annotate(self.data.subset(check)))
         record.tuning = TuningCheck(**self._stage_json(where / "tuning_check.json", lambda: judge_tuning(
-            record.small_probs[check], record.annotations[check], after).to_dict()))
+            record.small_probs[check], record.annotations[check], after, seed=self.config.seed).to_dict()))
         self.say(f"loop {record.index}: {record.tuning.reason}")
         if not record.tuning.kept:
-            record.notes.append(f"reverse tuning set aside: {record.tuning.reason}")
+            hint = (f" (DropBP {self.config.drop_rate} was on: on a small model its biased gradient can stop the "
+                    "LLM from learning, see docs/dropbp.md; try --drop-rate 0)") if self.config.drop_rate else ""
+            record.notes.append(f"reverse tuning set aside: {record.tuning.reason}{hint}")
 
     def _tuned_annotator(self, adapter: Path) -> LLMAnnotator:
+        """The LLM with `adapter` on, loaded once: it labels the check rows, the next loop and the test rows."""
         from verticals.llm.local import LocalModel
 
+        if self._tuned is not None and self._tuned[0] == adapter:
+            return self._tuned[1]
+        self._tuned = None  # the previous loop's tuned LLM is not needed again: free it before loading
         base = self.annotator.model  # type: ignore[union-attr]
         model = LocalModel(base.path, adapter=adapter, device=str(base.device), dtype="float32", cache=base.cache)
         annotator = self.annotator
         assert isinstance(annotator, LLMAnnotator)
-        return LLMAnnotator(model, method=annotator.method, style=annotator.style, votes=annotator.votes,
-                            template=annotator.template, progress=self.progress)
+        self._tuned = (adapter, LLMAnnotator(model, method=annotator.method, style=annotator.style,
+                                             votes=annotator.votes, template=annotator.template,
+                                             progress=self.progress))
+        return self._tuned[1]
 
     def tuned_test_labels(self, record: LoopRecord) -> np.ndarray | None:
         """The tuned LLM's soft labels on the test rows (read back when already computed)."""
