@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-from tests.dropbp.tiny import ARCHS, backward, batch, tiny
+from tests.dropbp.tiny import ARCHS, VOCAB, backward, batch, tiny
 from verticals import dropbp
 from verticals.dropbp import DropBPError, allocate
 
@@ -178,6 +180,57 @@ def test_one_forward_calibration_equals_dropping_each_branch_in_turn(arch: str) 
     rng = torch.random.get_rng_state()
     s = controller.calibrate(lambda b: model(**b).loss, probes)
     assert (s > 0).all()
+    np.testing.assert_allclose(s, _reference_sensitivity(model, controller, probes, rng), rtol=1e-5)
+
+
+class _FusedNorm(torch.nn.Module):
+    """A fused add-and-norm, as some decoders have: it returns its keyword input (the residual) unchanged."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+
+    def forward(self, *, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.norm(residual), residual
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.input_layernorm, self.self_attn = _FusedNorm(width), torch.nn.Linear(width, width)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.GELU(),
+                                       torch.nn.Linear(2 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed, residual = self.input_layernorm(residual=x)  # the skip path leaves through the branch's module
+        x = residual + self.self_attn(normed)
+        return x + self.mlp(x)
+
+
+class _PassThroughDecoder(torch.nn.Module):
+    def __init__(self, width: int = 16, layers: int = 3) -> None:
+        super().__init__()
+        self.embed, self.layers = torch.nn.Embedding(VOCAB, width), torch.nn.ModuleList(
+            _Layer(width) for _ in range(layers))
+        self.head = torch.nn.Linear(width, VOCAB)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+        x = self.embed(input_ids)
+        for layer in self.layers:
+            x = layer(x)
+        return SimpleNamespace(loss=torch.nn.functional.cross_entropy(self.head(x).flatten(0, 1), labels.flatten()))
+
+
+def test_calibration_lets_gradient_through_a_module_that_returns_its_input() -> None:
+    # closing a branch must not cut the skip path when a branch module hands its input back unchanged:
+    # under no_grad (a training step's drop) that tensor keeps its gradient, so calibration must too
+    torch.manual_seed(0)
+    model = _PassThroughDecoder().train()
+    controller = dropbp.apply(model, allocation="sensitivity")
+    assert [b.name for b in controller.branches][:2] == ["layers.0.attn", "layers.0.mlp"]
+    probes = [batch(6)]
+    rng = torch.random.get_rng_state()
+    s = controller.calibrate(lambda b: model(**b).loss, probes)
     np.testing.assert_allclose(s, _reference_sensitivity(model, controller, probes, rng), rtol=1e-5)
 
 
