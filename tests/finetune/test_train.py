@@ -92,6 +92,19 @@ def test_lora_run_writes_an_adapter_that_changes_the_model(tiny_model_dir: Path,
         assert lm_loss(tuned.model, batch)[0].item() < lm_loss(base.model, batch)[0].item() - 0.1
 
 
+def test_dropbp_that_never_drops_trains_exactly_like_rate_zero(tiny_model_dir: Path, data_file: Path,
+                                                              tmp_path: Path) -> None:
+    # with the hooks on and no branch ever dropped, nothing else may change: the losses match bit for bit,
+    # so any difference at a real drop rate comes from the dropped backward passes alone
+    logs = []
+    for rate in (0.0, 1e-12):
+        out = tmp_path / f"rate-{rate}"
+        config = FinetuneConfig(steps=5, batch_size=4, lr=5e-2, warmup_steps=0, save_every=5, drop_rate=rate)
+        finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+        logs.append([json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()])
+    assert logs[0] == logs[1] and len(set(logs[0])) == 5
+
+
 def test_full_run_writes_a_loadable_model(tiny_model_dir: Path, data_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
     finetune(fresh(tiny_model_dir), data_file, out, FinetuneConfig(method="full", steps=2, lr=1e-3, warmup_steps=0),
