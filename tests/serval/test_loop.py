@@ -303,8 +303,8 @@ def _tuning_run(tiny_model_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPa
     return run, loops
 
 
-def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_adapter_loads(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Record the `adapter` of every `LocalModel` built from now on."""
     from verticals.llm import local
 
     adapters = []
@@ -315,6 +315,12 @@ def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(local, "LocalModel", Counted)
+    return adapters
+
+
+def test_reverse_tuning_teaches_a_local_llm_and_the_next_loop_uses_it(tiny_model_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    adapters = _count_adapter_loads(monkeypatch)
     run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=True)
     assert (tmp_path / "loop_0" / "tuned" / "adapter_model.safetensors").is_file()
     assert len((tmp_path / "loop_0" / "tune.jsonl").read_text().splitlines()) == 8
@@ -335,12 +341,20 @@ def test_tuning_that_drew_the_llm_away_from_the_small_model_is_set_aside(tiny_mo
     from verticals.serval.evaluate import evaluate
     from verticals.serval.report import table_rows
 
+    adapters = _count_adapter_loads(monkeypatch)
     run, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=False)
     assert len(loops) == 1 and "set aside" in loops[0].notes[-1]  # a second loop would annotate with it
     assert "--drop-rate 0" in loops[0].notes[-1]  # tuned with DropBP 0.5: the note says what to try
     results = evaluate(run, loops)
     assert results["table"]["tuned_llm"] is not None and not results["tuned_llm_kept"]
     assert table_rows(results)[2][0] == "reverse-tuned LLM (set aside)"
+    assert [a for a in adapters if a is not None] == [tmp_path / "loop_0" / "tuned"]  # check rows, then test rows
+
+    # a verdict written by the older rule (no `se`) is judged again on resume, not trusted
+    verdict = tmp_path / "loop_0" / "tuning_check.json"
+    verdict.write_text(json.dumps({k: v for k, v in json.loads(verdict.read_text()).items() if k != "se"}))
+    _, loops = _tuning_run(tiny_model_dir, tmp_path, monkeypatch, kept=True)
+    assert len(loops) == 2 and "se" in json.loads(verdict.read_text())
 
 
 def test_judge_tuning_sets_aside_only_an_llm_that_moved_measurably_away() -> None:
@@ -355,5 +369,9 @@ def test_judge_tuning_sets_aside_only_an_llm_that_moved_measurably_away() -> Non
     slightly = judge_tuning(small, before, before + np.random.default_rng(0).normal(0, 0.1, 80))
     assert slightly.after < slightly.before and slightly.kept  # a fall within the noise of 80 rows is no evidence
     assert 0 < slightly.se < 0.1
+    falls = [judge_tuning(small, before, before + np.random.default_rng(k).normal(0, 0.2, 80)) for k in range(12)]
+    z = np.array([(t.before - t.after) / t.se for t in falls])
+    assert ((z > 1) & (z < 1.645)).any() and ((z > 1.645) & (z < 3)).any()  # the bar sits at 1.645, not 1 or 3
+    assert [t.kept for t in falls] == list(z <= 1.645)
     assert judge_tuning(small, before, before).kept  # no change is no harm
     assert judge_tuning(small, before, farther, seed=3) != dropped  # the bootstrap draws from `seed`

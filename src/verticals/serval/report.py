@@ -20,7 +20,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     for key, label in LABELS.items():
         score = results["table"].get(key)
         if key == "tuned_llm" and score and results.get("tuned_llm_kept") is False:
-            label += " (set aside)"  # tuning did not bring it closer to the small model: not used
+            label += " (set aside)"  # tuning moved it away from the small model: not used
         rows.append((label, f"{score['auc']:.3f}" if score else "-", f"{score['accuracy']:.3f}" if score else "-"))
     return rows
 
@@ -71,7 +71,8 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
 def _tuning(check: dict[str, Any] | None) -> str:
     if not check:
         return "-"
-    return f"{check['after']:.3f} ({check['before']:.3f}): {'kept' if check['kept'] else 'set aside'}"
+    change = f", {(check['after'] - check['before']) / check['se']:+.1f} SE" if check.get("se") else ""
+    return f"{check['after']:.3f} ({check['before']:.3f}{change}): {'kept' if check['kept'] else 'set aside'}"
 
 
 def _auc(score: dict[str, float] | None) -> str:

@@ -10,7 +10,7 @@ Run folder:
     run.json               dataset, annotator and settings (a restart must match them)
     split.json             row indices: train (teaches), check (gate, early stopping), test (evaluation)
     loop_<k>/annotations.npy, small_model/, small_probs.npy, quality.json, tune.jsonl, tuned/,
-                           tuned_check.npy + tuning_check.json (is the tuned LLM closer to the small model?)
+                           tuned_check.npy + tuning_check.json (did the tuned LLM move away from the small model?)
     oracle/                the same small model trained on gold labels (evaluation only)
     results.json, samples.jsonl, report.html, *.png
 """
@@ -180,7 +180,10 @@ class SersalRun:
         check = self.rows("check")
         after = self._stage_npy(where / "tuned_check.npy",
                                 lambda: self._tuned_annotator(tuned).annotate(self.data.subset(check)))
-        record.tuning = TuningCheck(**self._stage_json(where / "tuning_check.json", lambda: judge_tuning(
+        verdict = where / "tuning_check.json"
+        if verdict.is_file() and "se" not in json.loads(verdict.read_text()):
+            verdict.unlink()  # judged by an older, biased rule ("agrees more than before"): judge again
+        record.tuning = TuningCheck(**self._stage_json(verdict, lambda: judge_tuning(
             record.small_probs[check], record.annotations[check], after, seed=self.config.seed).to_dict()))
         self.say(f"loop {record.index}: {record.tuning.reason}")
         if not record.tuning.kept:
@@ -194,7 +197,7 @@ class SersalRun:
 
         if self._tuned is not None and self._tuned[0] == adapter:
             return self._tuned[1]
-        self._tuned = None  # the previous loop's tuned LLM is not needed again: free it before loading
+        self._tuned = None  # drop our reference to the previous loop's tuned LLM (the caller may still hold it)
         base = self.annotator.model  # type: ignore[union-attr]
         model = LocalModel(base.path, adapter=adapter, device=str(base.device), dtype="float32", cache=base.cache)
         annotator = self.annotator
