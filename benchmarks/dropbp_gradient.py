@@ -8,13 +8,16 @@ drop rate, and reports, per rate:
 
 - the mean cosine between a kept branch's DropBP gradient and the same branch's full gradient;
 - the cosine between the DropBP gradient averaged over the masks and g, over every adapter: the
-  direction the optimizer follows on average (1.0 would mean unbiased);
+  direction the optimizer follows on average (1.0 would mean unbiased). A mean of few masks also
+  carries sampling noise, which lowers this cosine, most at high rates; the noise check (cosine
+  between the means of the first and second half of the masks) says how much;
 - the mean cosine of kept branches in the first, middle and last third of the layers;
-- a check: the cosine of the last branch when kept, which nothing follows, so it must be 1.000.
+- a check: the cosine of the last branch when kept, which nothing follows, so it must be 1.000
+  (nan when no mask kept it, likely at high rates).
 
 LoRA dropout is off. The B matrices start at small random values, so every adapter has a gradient;
-`--adapter` measures at a trained point instead (the end of a convergence run, say), and the norm
-of the full gradient there tells a finished run from one stuck where DropBP's average gradient vanishes.
+`--adapter` measures at a trained point instead (the end of a convergence run, say), with that
+adapter's rank, alpha and targets.
 
     .venv/bin/python benchmarks/dropbp_gradient.py                    # breast-cancer chat examples
     .venv/bin/python benchmarks/dropbp_gradient.py --task radiology --plot /tmp/g.png
@@ -24,6 +27,7 @@ of the full gradient there tells a finished run from one stuck where DropBP's av
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,29 +37,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dropbp_speed import DOCS, LORA_TARGETS, TASKS  # noqa: E402
 
 
-def measure(task: str, rates: list[float], masks: int, adapter: Path | None = None,
-            seed: int = 0) -> tuple[list[str], dict[float, dict]]:
+def _network(task: str, adapter: Path | None, seed: int):  # type: ignore[no-untyped-def]
+    """The bundled model with LoRA on every linear layer (or `adapter`'s), DropBP applied, and one batch."""
     import torch
 
     from verticals import dropbp
     from verticals.finetune.config import FinetuneConfig
     from verticals.finetune.data import collate, tokenize
-    from verticals.finetune.loss import lm_loss
     from verticals.finetune.train import _trainable
     from verticals.llm.cli import quiet_transformers
     from verticals.llm.local import LocalModel
-    from verticals.progress import progress_bar
 
     quiet_transformers()
     local = LocalModel.bundled()
-    network = _trainable(local.model, FinetuneConfig(lora_targets=LORA_TARGETS["all"], lora_dropout=0.0, seed=seed))
-    generator = torch.Generator().manual_seed(seed)
+    lora = {"lora_targets": LORA_TARGETS["all"]}
+    if adapter is not None:  # the adapter's own rank, alpha and targets
+        saved = json.loads((adapter / "adapter_config.json").read_text())
+        lora = {"lora_r": saved["r"], "lora_alpha": saved["lora_alpha"],
+                "lora_targets": tuple(sorted(saved["target_modules"]))}
+    network = _trainable(local.model, FinetuneConfig(lora_dropout=0.0, seed=seed, **lora))
     if adapter is not None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(network, load_file(str(adapter / "adapter_model.safetensors")))
+        weights = load_file(str(adapter / "adapter_model.safetensors"))
+        loaded = set_peft_model_state_dict(network, weights)
+        adapters = [n for n, p in network.named_parameters() if p.requires_grad]
+        if loaded.unexpected_keys or len(weights) != len(adapters):
+            raise SystemExit(f"{adapter} does not fit: {len(weights)} tensors for {len(adapters)} adapter weights")
     else:
+        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, parameter in network.named_parameters():
                 if "lora_B" in name:  # at zero, no lora_A would get a gradient
@@ -63,6 +74,18 @@ def measure(task: str, rates: list[float], masks: int, adapter: Path | None = No
     controller = dropbp.apply(network, drop_rate=0.5)
     train, _ = TASKS[task][0]()
     batch = collate([tokenize(r, local.tokenizer, 512) for r in train[:4]], local.tokenizer.pad_token_id or 0)
+    return network, controller, batch
+
+
+def measure(task: str, rates: list[float], masks: int, adapter: Path | None = None,
+            seed: int = 0) -> tuple[list[str], dict[float, dict]]:
+    """Per drop rate: cosines of DropBP gradients (per mask, and averaged over masks) with the full gradient."""
+    import torch
+
+    from verticals.finetune.loss import lm_loss
+    from verticals.progress import progress_bar
+
+    network, controller, batch = _network(task, adapter, seed)
     trainable = [[p for p in b.parameters() if p.requires_grad] for b in controller.branches]
 
     def gradient(mask: np.ndarray) -> list[torch.Tensor | None]:
@@ -84,29 +107,33 @@ def measure(task: str, rates: list[float], masks: int, adapter: Path | None = No
         bar(1)
         for rate in rates:
             cos = np.full((masks, n), np.nan)
-            mean = [torch.zeros_like(g) for g in full]
+            halves = [[torch.zeros_like(g) for g in full] for _ in range(2)]  # means of the first and second half
             for k in range(masks):
-                mask = rng.random(n) < rate
-                for i, g in enumerate(gradient(mask)):
+                for i, g in enumerate(gradient(rng.random(n) < rate)):
                     if g is not None:
                         cos[k, i] = cosine(g, full[i])
-                        mean[i] += g / masks
+                        halves[2 * k // masks][i] += g
                 bar(1)
+            first, second = (torch.cat(h) for h in halves)
+            mean = (first + second) / masks
             per_branch = [float(np.nanmean(c)) if not np.isnan(c).all() else float("nan") for c in cos.T]
-            results[rate] = {"kept": float(np.nanmean(cos)), "expected": cosine(torch.cat(mean), torch.cat(full)),
-                             "norm": float(torch.cat(full).norm()), "expected_norm": float(torch.cat(mean).norm()),
+            results[rate] = {"kept": float(np.nanmean(cos)), "expected": cosine(mean, torch.cat(full)),
+                             "halves": cosine(first, second), "norm": float(torch.cat(full).norm()),
+                             "expected_norm": float(mean.norm()),
                              "thirds": [float(np.nanmean(c)) for c in np.array_split(cos, 3, axis=1)],
                              "last": per_branch[-1], "per_branch": per_branch}
     return controller.names, results
 
 
 def table(results: dict[float, dict]) -> str:
-    lines = ["| drop rate | mean cos, kept branch vs full | cos, mean DropBP gradient vs full | first third | "
-             "middle third | last third | last branch (check: 1.000) | norm: full gradient | norm: mean DropBP "
-             "gradient |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| drop rate | mean cos, kept branch vs full | cos, mean DropBP gradient vs full | noise check: cos, "
+             "mean of first half of masks vs second | first third | middle third | last third | last branch "
+             "(check: 1.000) | norm: full gradient | norm: mean DropBP gradient |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rate, r in results.items():
         first, middle, last = r["thirds"]
-        lines.append(f"| {rate} | {r['kept']:.3f} | {r['expected']:.3f} | {first:.3f} | {middle:.3f} | {last:.3f} | "
+        lines.append(f"| {rate} | {r['kept']:.3f} | {r['expected']:.3f} | {r['halves']:.3f} | {first:.3f} | "
+                     f"{middle:.3f} | {last:.3f} | "
                      f"{r['last']:.3f} | {r['norm']:.3f} | {r['expected_norm']:.3f} |")
     return "\n".join(lines)
 
@@ -133,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="breast_cancer")
     parser.add_argument("--rates", default="0.125,0.25,0.5,0.875")
-    parser.add_argument("--masks", type=int, default=8, help="random masks per drop rate")
+    parser.add_argument("--masks", type=int, default=32, help="random masks per drop rate")
     parser.add_argument("--plot", type=Path, default=DOCS / "dropbp_gradient.png")
     parser.add_argument("--adapter", type=Path, help="a trained LoRA adapter folder to measure at")
     args = parser.parse_args()
