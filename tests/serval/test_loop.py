@@ -144,6 +144,16 @@ def test_a_user_template_replaces_the_packaged_one(tmp_path: Path) -> None:
 
 
 # -- the gate and reverse tuning ----------------------------------------------------------------
+def test_agreement_is_scikit_learns_auc_of_the_median_cut() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    for n in (7, 40, 81):
+        llm, small = rng.random(n), np.round(rng.random(n), 1)  # rounded: ties in the scores count half
+        cut = llm > np.median(llm)
+        assert agreement(llm, small) == pytest.approx(roc_auc_score(cut, small), abs=1e-12)
+
+
 def test_agreement_reads_the_llm_ranking_not_its_calibration() -> None:
     llm = np.array([0.9, 0.91, 0.92, 0.95, 0.97, 0.99])  # all "Yes", but ranked
     assert agreement(llm, np.arange(6) / 10) == 1.0

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,15 @@ def agreement(llm_labels: np.ndarray, small_probs: np.ndarray) -> float:
         cut = llm_labels >= np.median(llm_labels)
     if cut.all() or not cut.any():
         return 0.5
-    return float(roc_auc_score(cut, small_probs))
+    return _auc(cut, small_probs)
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half): equal to scikit-learn's `roc_auc_score`
+    without its input checks, which cost milliseconds a call, too slow for a 1,000-draw bootstrap."""
+    ranks = rankdata(scores)
+    n_pos = int(positive.sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(positive) - n_pos)))
 
 
 def chance_se(n: int) -> float:
