@@ -87,6 +87,7 @@ def measure(task: str, rates: list[float], masks: int, adapter: Path | None = No
 
     network, controller, batch = _network(task, adapter, seed)
     trainable = [[p for p in b.parameters() if p.requires_grad] for b in controller.branches]
+    trainable = [ps if ps else None for ps in trainable]  # a branch without adapters (attention-only LoRA) has none
 
     def gradient(mask: np.ndarray) -> list[torch.Tensor | None]:
         controller.set_mask(mask.tolist())
@@ -94,7 +95,8 @@ def measure(task: str, rates: list[float], masks: int, adapter: Path | None = No
         loss = lm_loss(network, batch)[0]
         if loss.requires_grad:  # False only if the mask dropped every branch
             loss.backward()
-        return [torch.cat([p.grad.flatten() for p in ps]) if ps[0].grad is not None else None for ps in trainable]
+        return [torch.cat([p.grad.flatten() for p in ps]) if ps and ps[0].grad is not None else None
+                for ps in trainable]
 
     def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
         return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
@@ -107,18 +109,18 @@ def measure(task: str, rates: list[float], masks: int, adapter: Path | None = No
         bar(1)
         for rate in rates:
             cos = np.full((masks, n), np.nan)
-            halves = [[torch.zeros_like(g) for g in full] for _ in range(2)]  # means of the first and second half
+            halves = [[torch.zeros_like(g) if g is not None else None for g in full] for _ in range(2)]  # two halves
             for k in range(masks):
                 for i, g in enumerate(gradient(rng.random(n) < rate)):
                     if g is not None:
                         cos[k, i] = cosine(g, full[i])
                         halves[2 * k // masks][i] += g
                 bar(1)
-            first, second = (torch.cat(h) for h in halves)
-            mean = (first + second) / masks
+            first, second = (torch.cat([g for g in h if g is not None]) for h in halves)
+            mean, whole = (first + second) / masks, torch.cat([g for g in full if g is not None])
             per_branch = [float(np.nanmean(c)) if not np.isnan(c).all() else float("nan") for c in cos.T]
-            results[rate] = {"kept": float(np.nanmean(cos)), "expected": cosine(mean, torch.cat(full)),
-                             "halves": cosine(first, second), "norm": float(torch.cat(full).norm()),
+            results[rate] = {"kept": float(np.nanmean(cos)), "expected": cosine(mean, whole),
+                             "halves": cosine(first, second), "norm": float(whole.norm()),
                              "expected_norm": float(mean.norm()),
                              "thirds": [float(np.nanmean(c)) for c in np.array_split(cos, 3, axis=1)],
                              "last": per_branch[-1], "per_branch": per_branch}
