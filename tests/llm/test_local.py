@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -119,7 +118,7 @@ def test_max_tokens_and_finish_reason_length(tiny_model) -> None:
     assert len(tokens) == 7
     assert [t.finish_reason for t in tokens] == [None] * 6 + ["length"]
     assert all(t.logprob <= 0 and len(t.top) == 3 for t in tokens)
-    assert all(t.logprob == pytest.approx(t.top[0][1]) for t in tokens)  # greedy takes the top token
+    assert all(t.logprob == pytest.approx(t.top[0].logprob) for t in tokens)  # greedy takes the top token
     longer = tiny_model.chat(STORY, max_tokens=20)
     assert longer.startswith("".join(t.text for t in tokens))
 
@@ -130,8 +129,18 @@ def test_eos_token_ends_with_finish_reason_stop(tiny_model, monkeypatch) -> None
     k = next(i for i in range(3, 8) if ids[i] not in ids[:i])
     monkeypatch.setattr(tiny_model, "eos_ids", {ids[k]})
     tokens = list(tiny_model.generate(as_messages(STORY), GenerationParams(max_tokens=20)))
-    assert len(tokens) == k + 1 and tokens[-1].finish_reason == "stop" and tokens[-1].text == ""
+    # the end-of-turn token ends the reply without being part of it
+    assert len(tokens) == k and tokens[-1].finish_reason == "stop"
+    assert [t.finish_reason for t in tokens[:-1]] == [None] * (k - 1)
     assert "".join(t.text for t in tokens) == tiny_model.tokenizer.decode(ids[:k], skip_special_tokens=True)
+
+
+def test_an_immediate_end_of_turn_yields_no_token(tiny_model, monkeypatch) -> None:
+    first = next(decode(tiny_model.model, tiny_model.prompt_ids(STORY), max_tokens=1, temperature=0, top_p=1,
+                        seed=None, eos_ids=set())).token_id
+    monkeypatch.setattr(tiny_model, "eos_ids", {first})
+    assert list(tiny_model.generate(as_messages(STORY), GenerationParams(max_tokens=5))) == []
+    assert tiny_model.chat(STORY, max_tokens=5) == ""
 
 
 def test_seeded_sampling_is_reproducible_and_leaves_global_rng(tiny_model) -> None:
@@ -238,24 +247,6 @@ def test_adapter_folder_without_weights(tiny_model_dir, lora_dir, tmp_path) -> N
     (garbage / "adapter_model.safetensors").write_bytes(b"\x07garbage" * 40)
     with pytest.raises(ModelLoadError, match="cannot load the adapter"):
         LocalModel(tiny_model_dir, adapter=garbage)
-
-
-@pytest.fixture(scope="module")
-def lora_dir(tiny_model_dir, tmp_path_factory):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    folder = tmp_path_factory.mktemp("lora")
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers helper
-        peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:  # peft starts B at zero (a no-op adapter): make it change the outputs
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

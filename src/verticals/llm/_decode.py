@@ -55,7 +55,10 @@ def decode(model: torch.nn.Module, input_ids: Sequence[int], *, max_tokens: int,
 def _choose(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     if temperature == 0:
         return int(logp.argmax())
-    probs = torch.softmax(logp / temperature, dim=-1)
+    # shift first, in float64: the top token scores 0 at any temperature, so a tiny temperature
+    # (1e-45) gives -inf elsewhere and a clean one-hot instead of inf/inf = nan
+    scaled = (logp.double() - logp.max().double()) / temperature
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
         outside = sorted_probs.cumsum(0) - sorted_probs > top_p

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from verticals.llm._decode import TextAssembler, decode
 from verticals.llm._scoring import choice_logprobs
+from verticals.llm._token_bytes import TokenBytes
 from verticals.llm.base import GenerationParams, LanguageModel
 from verticals.llm.cache import ResponseCache
 from verticals.llm.errors import LLMError, ModelLoadError
@@ -22,13 +24,21 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass
-class GeneratedToken:
-    """One generated token as the server reports it; `text` is the new visible text (may be empty)."""
+class TokenLogprob:
+    """A token as OpenAI's `logprobs` report it: readable text, its own raw bytes, log-probability."""
+
+    token: str
+    bytes: bytes | None  # None for a special token, which adds nothing to the text
+    logprob: float
+
+
+@dataclass
+class GeneratedToken(TokenLogprob):
+    """One generated token of the reply; `text` is the new visible text (may be empty while a
+    stop string or a multi-byte character is still incomplete)."""
 
     text: str
-    token: str
-    logprob: float
-    top: list[tuple[str, float]]
+    top: list[TokenLogprob]
     finish_reason: str | None = None
 
 
@@ -66,6 +76,7 @@ class LocalModel(LanguageModel):
         self.max_batch_tokens = max_batch_tokens
         self.tokenizer, self.model = _load(self.path, self.adapter, self.device, self.dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._token_bytes = TokenBytes(self.tokenizer)
 
     @classmethod
     def bundled(cls, **kwargs: object) -> LocalModel:
@@ -89,7 +100,12 @@ class LocalModel(LanguageModel):
         """Token ids of `messages` rendered with the model's chat template, ready for the reply."""
         convo = [{"role": m["role"], "content": text_of(m)} for m in as_messages(messages)]
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
+            from jinja2 import TemplateError
+
+            try:
+                text = self.tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
+            except TemplateError as err:  # e.g. a template that insists on alternating roles
+                raise LLMError(f"the model's chat template refused these messages: {err}") from err
         else:  # a base model without a template: a plain transcript
             text = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant: "
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -110,36 +126,65 @@ class LocalModel(LanguageModel):
             raise LLMError(f"choices {list(choices)} tokenize to the same tokens; make them differ")
         return ids
 
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens (prompt + reply) the model takes, from its config; None when it does not say."""
+        config = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, messages: list[Message], params: GenerationParams, top_logprobs: int = 0
-                 ) -> Iterator[GeneratedToken]:
-        """Yield tokens with their text and log-probabilities; the last carries `finish_reason`."""
+    def generate(self, messages: list[Message], params: GenerationParams, top_logprobs: int = 0, *,
+                 prompt_ids: Sequence[int] | None = None, use_adapter: bool = True) -> Iterator[GeneratedToken]:
+        """Yield the reply's tokens with their text and log-probabilities; the last carries `finish_reason`.
+
+        The end-of-turn token is not part of the reply: it ends it (`finish_reason="stop"`), so an
+        empty reply yields nothing.
+
+        Args:
+            messages: the conversation.
+            params: sampling settings.
+            top_logprobs: alternatives to report per token.
+            prompt_ids: the already tokenised prompt (saves tokenising twice).
+            use_adapter: False answers with the base model of a LoRA-wrapped one.
+        """
+        ids = list(prompt_ids) if prompt_ids is not None else self.prompt_ids(messages)
+        with self._adapter_switch(use_adapter):
+            yield from self._generate(ids, params, top_logprobs)
+
+    def _generate(self, ids: list[int], params: GenerationParams, top_logprobs: int) -> Iterator[GeneratedToken]:
         assembler = TextAssembler(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
-        steps = decode(self.model, self.prompt_ids(messages), max_tokens=params.max_tokens,
-                       temperature=params.temperature, top_p=params.top_p, seed=params.seed,
-                       eos_ids=self.eos_ids, top_logprobs=top_logprobs)
+        steps = decode(self.model, ids, max_tokens=params.max_tokens, temperature=params.temperature,
+                       top_p=params.top_p, seed=params.seed, eos_ids=self.eos_ids, top_logprobs=top_logprobs)
         previous: GeneratedToken | None = None
-        count = 0
+        finish = "length"
         for step in steps:
-            count += 1
-            finished = step.token_id in self.eos_ids
-            text = "" if finished else assembler.add(step.token_id)
+            if step.token_id in self.eos_ids:
+                finish = "stop"
+                break
+            text = assembler.add(step.token_id)
             if previous is not None:
                 yield previous
-            previous = GeneratedToken(text, self._token_text(step.token_id), step.logprob,
-                                      [(self._token_text(t), lp) for t, lp in step.top])
-            if finished or assembler.stopped:
-                previous.finish_reason = "stop"
+            previous = GeneratedToken(*self._token_bytes.describe(step.token_id), step.logprob, text,
+                                      [TokenLogprob(*self._token_bytes.describe(t), lp) for t, lp in step.top])
+            if assembler.stopped:
+                finish = "stop"
                 break
         if previous is None:
             return
-        if previous.finish_reason is None:
-            previous.finish_reason = "length" if count >= params.max_tokens else "stop"
+        previous.finish_reason = finish
         previous.text += assembler.flush()
         yield previous
 
-    def _token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+    def _adapter_switch(self, use_adapter: bool) -> contextlib.AbstractContextManager[object]:
+        if use_adapter:
+            return contextlib.nullcontext()
+        if self.adapter is None:
+            raise LLMError("this model has no adapter to switch off")
+        return self.model.disable_adapter()  # type: ignore[no-any-return]
 
     def _stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         for token in self.generate(messages, params):
