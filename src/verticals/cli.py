@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from verticals import __version__
 from verticals.dropbp.config import DropBPError
@@ -39,5 +40,9 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # the message as plain text: Rich would take "[0]" or "[bold]" in it for markup
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False, soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly; streams close and servers stop generating
+        print(file=sys.stderr)
+        sys.exit(130)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.llm.server_util import free_port
+from tests.spawn import free_port
 from verticals.llm import openai_api
 from verticals.llm.cache import ResponseCache
 from verticals.llm.errors import LLMError, ServerError
@@ -223,3 +223,42 @@ def test_images_travel_as_data_url_parts(tmp_path) -> None:  # type: ignore[no-u
     assert model_with(handler).chat([message]) == "a cat"
     part = seen["messages"][0]["content"][1]
     assert part["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_errors_in_fastapis_shape_show_their_message() -> None:
+    detail = {"detail": [{"loc": ["body", "temperature"], "msg": "Input should be less than or equal to 2",
+                          "type": "less_than_equal"}]}
+    with pytest.raises(ServerError, match=r"422: temperature: Input should be less than or equal to 2"):
+        model_with(lambda r: httpx.Response(422, json=detail)).chat("hi")
+    openai_shape = {"error": {"message": "Invalid 'top_p'", "type": "invalid_request_error", "param": "top_p",
+                              "code": None}}
+    with pytest.raises(ServerError, match=r"400: Invalid 'top_p'"):
+        model_with(lambda r: httpx.Response(400, json=openai_shape)).chat("hi")
+    with pytest.raises(ServerError, match="answered 502: Bad Gateway"):
+        model_with(lambda r: httpx.Response(502, text=""), max_retries=0).chat("hi")
+
+
+def test_an_error_event_in_a_stream_is_a_server_error() -> None:
+    body = ('data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+            'data: {"error": {"message": "The request ran past the time limit", "type": "server_error"}}\n\n')
+    model = model_with(lambda r: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
+    pieces = model.stream("hi")
+    assert next(pieces) == "Hel"
+    with pytest.raises(ServerError, match="stopped the stream: The request ran past the time limit"):
+        next(pieces)
+
+
+def test_a_stream_is_retried_while_the_server_is_busy() -> None:
+    answers = [httpx.Response(429, json={"error": {"message": "busy"}}, headers={"retry-after": "1"}),
+               httpx.Response(200, text='data: {"choices": [{"delta": {"content": "ok"}}]}\n\ndata: [DONE]\n\n')]
+    model = model_with(lambda r: answers.pop(0))
+    assert list(model.stream("hi")) == ["ok"] and not answers
+
+
+def test_settings_the_server_would_refuse_fail_before_any_request() -> None:
+    calls = []
+    model = model_with(lambda r: calls.append(1) or httpx.Response(200, json=completion()))
+    for kwargs in ({"temperature": 2.5}, {"top_p": 0.0}, {"seed": 2**64}, {"seed": -(2**63) - 1}):
+        with pytest.raises(LLMError):
+            model.chat("hi", **kwargs)  # type: ignore[arg-type]
+    assert calls == []

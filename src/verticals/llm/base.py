@@ -19,6 +19,10 @@ from verticals.llm.errors import LLMError
 from verticals.llm.messages import Message, Prompt, as_messages
 from verticals.progress import progress_bar
 
+#: OpenAI's ranges, shared by our client and our server so that neither accepts what the other refuses.
+MAX_TEMPERATURE = 2.0
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -33,10 +37,12 @@ class GenerationParams:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise LLMError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if not 0 <= self.temperature <= 5:
-            raise LLMError(f"temperature must be in [0, 5], got {self.temperature}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise LLMError(f"temperature must be in [0, {MAX_TEMPERATURE}], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise LLMError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise LLMError(f"seed must be a 64-bit integer ({SEED_MIN} to {SEED_MAX}), got {self.seed}")
         if any(not s for s in self.stop):
             raise LLMError("stop strings must not be empty")
 

@@ -85,19 +85,22 @@ class OpenAIModel(LanguageModel):
 
     def _stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         payload = {**self._payload(messages, params), "stream": True}
-        try:
-            with self._client.stream("POST", self.base_url + "/chat/completions", json=payload) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise ServerError(f"{self.base_url} answered {response.status_code}: {_message(response)}")
-                for line in response.iter_lines():
-                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                        continue
-                    delta = _json(line[5:], self.base_url)["choices"][0].get("delta", {})
-                    if delta.get("content"):
-                        yield delta["content"]
+        response = self._send("POST", "/chat/completions", payload, stream=True)
+        try:  # closing the response (also when the caller stops early) tells the server to stop
+            for line in response.iter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                event = _json(line[5:], self.base_url)
+                if "error" in event:  # a failure after the stream began (time limit, shutdown)
+                    raise ServerError(f"{self.base_url} stopped the stream: {_error_text(event)}")
+                choices = event.get("choices") or [{}]  # the usage chunk has no choices
+                delta = choices[0].get("delta") or {}
+                if delta.get("content"):
+                    yield delta["content"]
         except httpx.HTTPError as err:
-            raise ServerError(f"cannot reach {self.base_url}: {err}") from err
+            raise ServerError(f"lost {self.base_url} while streaming: {err or type(err).__name__}") from err
+        finally:
+            response.close()
 
     def _choice_logprobs(self, prompts: list[list[Message]], choices: tuple[str, ...]) -> np.ndarray:
         params = GenerationParams(max_tokens=1, temperature=0.0)
@@ -127,24 +130,35 @@ class OpenAIModel(LanguageModel):
             raise ServerError(f"{self.base_url}/models lists no model; pass the model name explicitly") from err
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One request with retries on 429, 5xx, time-outs and refused connections."""
+        """One request with retries; the answer's JSON object."""
+        response = self._send(method, path, payload)
+        return _json(response.text, self.base_url + path)
+
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+              stream: bool = False) -> httpx.Response:
+        """A 200 response, after retries on 429, 5xx, time-outs and refused connections.
+
+        With `stream`, the body is left unread: the caller reads and closes it.
+        """
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                response = self._client.request(method, url, json=payload)
+                response = self._client.send(self._client.build_request(method, url, json=payload), stream=stream)
             except httpx.TransportError as err:
                 # a refused connection is rarely transient: give up after two quick retries
                 if last or (isinstance(err, httpx.ConnectError) and attempt >= 2):
                     raise ServerError(f"cannot reach {self.base_url}: {err or type(err).__name__}") from err
                 time.sleep(_backoff(attempt, None))
                 continue
+            if response.status_code == 200:
+                return response
+            response.read()
+            response.close()
             if response.status_code in RETRY_STATUS and not last:
                 time.sleep(_backoff(attempt, response.headers.get("retry-after")))
                 continue
-            if response.status_code != 200:
-                raise ServerError(f"{url} answered {response.status_code}: {_message(response)}")
-            return _json(response.text, url)
+            raise ServerError(f"{url} answered {response.status_code}: {_message(response)}")
         raise AssertionError("unreachable")
 
 
@@ -191,8 +205,22 @@ def _json(text: str, where: str) -> dict[str, Any]:
 
 
 def _message(response: httpx.Response) -> str:
+    """The error message of a response: OpenAI's shape, FastAPI's `detail`, else the start of the body."""
     try:
-        error = response.json().get("error", {})
-        return str(error.get("message", error) if isinstance(error, dict) else error)[:200]
-    except (json.JSONDecodeError, AttributeError):
-        return response.text[:200]
+        body = response.json()
+    except json.JSONDecodeError:
+        return response.text[:300] or response.reason_phrase
+    return _error_text(body) if isinstance(body, dict) else str(body)[:300]
+
+
+def _error_text(body: dict[str, Any]) -> str:
+    error = body.get("error", body.get("detail"))
+    if isinstance(error, dict):
+        message = str(error.get("message") or error)
+        return message + (f" (parameter {error['param']})" if error.get("param") and error["param"] not in message
+                          else "")
+    if isinstance(error, list) and error and isinstance(error[0], dict):  # FastAPI: [{"loc", "msg", ...}]
+        first = error[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return f"{where}: {first.get('msg', first)}" if where else str(first.get("msg", first))
+    return str(error if error is not None else body)[:300]
