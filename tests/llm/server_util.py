@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
 
-import uvicorn
-
-from verticals.llm.serve import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.spawn import free_port
+from verticals.llm.serve import ServeLimits, Server, create_app
 
 
 @contextlib.contextmanager
-def running_server(model, name: str = "tiny") -> Iterator[str]:  # type: ignore[no-untyped-def]
+def running_server(model, name: str = "tiny", *, base_name: str | None = None,  # type: ignore[no-untyped-def]
+                   limits: ServeLimits | None = None) -> Iterator[str]:
     """Yield the base URL (`http://127.0.0.1:PORT/v1`) while the server runs; stop it afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(lambda: model, name), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    limits = limits or ServeLimits()
+    server = Server(create_app(lambda: model, name, base_name=base_name, limits=limits), host="127.0.0.1",
+                    port=port, limits=limits)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -36,4 +30,4 @@ def running_server(model, name: str = "tiny") -> Iterator[str]:  # type: ignore[
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=limits.shutdown_grace + 10)

@@ -100,24 +100,36 @@ def probs(
 def serve(
     model: ModelOpt = "bundled",
     adapter: AdapterOpt = None,
-    name: Annotated[str | None, typer.Option(help="model name clients use; defaults to the folder name")] = None,
+    name: Annotated[str | None, typer.Option(help="model name clients use; defaults to the adapter's or the "
+                                                  "model's folder name")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    max_queue: Annotated[int, typer.Option(help="requests that may wait while one generates; more get a 429")] = 32,
+    timeout: Annotated[float, typer.Option(help="seconds a request may take, queue included; then a 503")] = 600.0,
+    max_body_mb: Annotated[float, typer.Option(help="largest request body in MB; larger gets a 413")] = 8.0,
+    shutdown_grace: Annotated[float, typer.Option(help="seconds the running request gets to finish on "
+                                                       "SIGTERM or Ctrl-C")] = 5.0,
 ) -> None:
     """Serve a local model (bundled, a folder, or base + LoRA adapter) as an OpenAI-compatible API."""
-    import uvicorn
-
     from verticals.llm.errors import LLMError
     from verticals.llm.local import LocalModel
-    from verticals.llm.serve import create_app
+    from verticals.llm.serve import ServeLimits, Server, create_app
 
     if model.startswith(("http://", "https://")):
         raise LLMError("serve runs a local model: give 'bundled' or a model folder")
+    if not 0 <= port <= 65535:
+        raise LLMError(f"port must be between 0 and 65535, got {port}")
+    limits = ServeLimits(max_queue=max_queue, timeout=timeout, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                         shutdown_grace=shutdown_grace)  # checked before the model loads
     quiet_transformers()
     lm = LocalModel.bundled(adapter=adapter, device=device, dtype=dtype) if model == "bundled" else LocalModel(
         model, adapter=adapter, device=device, dtype=dtype)
-    served_name = name or ("smollm2-135m-instruct" if model == "bundled" else Path(model).name)
-    Console(stderr=True).print(f"serving [bold]{served_name}[/] on http://{host}:{port}/v1")
-    uvicorn.run(create_app(lambda: lm, served_name), host=host, port=port, log_level="warning")
+    base_name = "smollm2-135m-instruct" if model == "bundled" else Path(model).resolve().name
+    served_name = name or (adapter.resolve().name if adapter is not None else base_name)
+    names = served_name + (f" (adapter) and {base_name} (base)" if adapter is not None and base_name != served_name
+                           else "")
+    Console(stderr=True).print(f"serving {names} on http://{host}:{port}/v1", markup=False, highlight=False)
+    app = create_app(lambda: lm, served_name, base_name=base_name, limits=limits)
+    Server(app, host=host, port=port, limits=limits).run()

@@ -1,23 +1,32 @@
 """An OpenAI-compatible server in front of a `LocalModel`: how a model fine-tuned here is served.
 
-`/v1/models` and `/v1/chat/completions` (with `logprobs`, `top_logprobs` and SSE streaming), so
-any OpenAI client, and our own `OpenAIModel`, can use it. The model loads once, in the lifespan
-handler; generation runs in plain `def` endpoints (FastAPI's thread pool) behind one lock, since
-one CPU model answers one request at a time.
+`/v1/models` and `/v1/chat/completions` (with `logprobs`, `top_logprobs`, `stop`, `seed` and SSE
+streaming), so any OpenAI client, and our own `OpenAIModel`, can use it. The model loads once, in
+the lifespan handler, and belongs to one worker thread (`_scheduler.py`); every request is
+checked before any work (size, fields, model name, context length), waits in a bounded queue,
+and is bounded in time. Every error has OpenAI's shape and status code (`_api_errors.py`).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
+import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
+from verticals.llm._api_errors import APIError, install_error_handlers
+from verticals.llm._body_limit import BodyLimit
 from verticals.llm._protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -27,45 +36,163 @@ from verticals.llm._protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    ErrorResponse,
     ModelCard,
     ModelList,
     TokenLogprob,
     TopLogprob,
     Usage,
 )
+from verticals.llm._scheduler import ClientGone, Job, Scheduler
 from verticals.llm.base import GenerationParams
 from verticals.llm.errors import LLMError
 from verticals.llm.local import GeneratedToken, LocalModel
+from verticals.llm.local import TokenLogprob as Token
 from verticals.llm.messages import as_messages
 
 DEFAULT_MAX_TOKENS = 512
+#: how often a waiting request checks that its client is still there
+_DISCONNECT_POLL = 0.2
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may cost the server; checked before any work.
+
+    Args:
+        max_queue (`int`): requests that may wait while one generates; one more gets a 429.
+        timeout (`float`): seconds a request may take, waiting in the queue included; then a 503.
+        max_body_bytes (`int`): largest request body; larger gets a 413.
+        body_timeout (`float`): seconds a client has to send its request body; then a 408.
+        shutdown_grace (`float`): on SIGTERM, seconds the running generation may take to finish.
+    """
+
+    max_queue: int = 32
+    timeout: float = 600.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 30.0
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 0:
+            raise LLMError(f"max_queue must be 0 or more, got {self.max_queue}")
+        for name in ("timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise LLMError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
+        if self.shutdown_grace < 0:
+            raise LLMError(f"shutdown_grace must be 0 or more seconds, got {self.shutdown_grace}")
+        if self.max_body_bytes < 1024:
+            raise LLMError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
 
 
 class _Served:
-    """What the app holds: the model, its public name, and the lock that serialises generation."""
+    """What the app holds: the model, the names it answers to, and the scheduler in front of it."""
 
-    def __init__(self, model: LocalModel, name: str) -> None:
-        self.model, self.name, self.lock, self.created = model, name, threading.Lock(), int(time.time())
+    def __init__(self, model: LocalModel, name: str, base_name: str | None, limits: ServeLimits) -> None:
+        self.model, self.name, self.limits = model, name, limits
+        # public name -> whether the LoRA adapter is on; a model with an adapter also serves its base
+        self.names = {name: True}
+        if model.adapter is not None and base_name and base_name != name:
+            self.names[base_name] = False
+        self.created = int(time.time())
+        self.scheduler = Scheduler(limits.max_queue)
+
+    def adapter_for(self, requested: str | None) -> bool:
+        if requested is None:
+            return True
+        if requested not in self.names:
+            raise APIError(404, f"The model `{requested}` does not exist. This server serves: "
+                                f"{', '.join(self.names)}.", param="model", code="model_not_found")
+        return self.names[requested]
+
+    def prepare(self, body: ChatRequest) -> _Prepared:
+        """Everything checked and tokenised before the request may queue (runs in a worker thread)."""
+        use_adapter = self.adapter_for(body.model)
+        messages = as_messages([{"role": "system" if m.role == "developer" else m.role, "content": m.content}
+                                for m in body.messages])
+        prompt = self.model.prompt_ids(messages)  # also refuses images, which this model cannot read
+        max_tokens = _completion_budget(len(prompt), body.max_completion_tokens or body.max_tokens,
+                                        self.model.context_length)
+        stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        params = GenerationParams(max_tokens, 1.0 if body.temperature is None else body.temperature,
+                                  1.0 if body.top_p is None else body.top_p, stop, body.seed)
+        top = (body.top_logprobs or 0) if body.logprobs else 0
+
+        def work() -> Generator[GeneratedToken, None, None]:
+            return self.model.generate(messages, params, top, prompt_ids=prompt,  # type: ignore[return-value]
+                                       use_adapter=use_adapter)
+
+        return _Prepared(work, len(prompt), body.model or self.name)
 
 
-def create_app(load: Callable[[], LocalModel], name: str) -> FastAPI:
-    """Build the app; `load` runs once at start-up (tests pass an already loaded model)."""
+@dataclass
+class _Prepared:
+    work: Callable[[], Generator[GeneratedToken, None, None]]
+    prompt_tokens: int
+    model: str
+
+
+def _completion_budget(prompt: int, asked: int | None, context: int | None) -> int:
+    """max_tokens for the reply; a 400 `context_length_exceeded` with the numbers when it cannot fit."""
+    if context is None:
+        return asked or DEFAULT_MAX_TOKENS
+    if asked is None:
+        if prompt < context:
+            return min(DEFAULT_MAX_TOKENS, context - prompt)
+        message = (f"This model's maximum context length is {context} tokens. However, your messages resulted in "
+                   f"{prompt} tokens. Please reduce the length of the messages.")
+    elif prompt + asked <= context:
+        return asked
+    else:
+        message = (f"This model's maximum context length is {context} tokens. However, you requested "
+                   f"{prompt + asked} tokens ({prompt} in the messages, {asked} in the completion). Please reduce "
+                   "the length of the messages or completion.")
+    raise APIError(400, message, param="messages", code="context_length_exceeded")
+
+
+def create_app(load: Callable[[], LocalModel], name: str, *, base_name: str | None = None,
+               limits: ServeLimits | None = None) -> FastAPI:
+    """Build the app; `load` runs once at start-up (tests pass an already loaded model).
+
+    Args:
+        load: returns the model to serve.
+        name: the name clients use (for a model with a LoRA adapter: the adapted model).
+        base_name: with an adapter, the name under which the base model (adapter off) is served too.
+        limits: what one request may cost; see `ServeLimits`.
+    """
+    limits = limits or ServeLimits()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        app.state.served = _Served(load(), name)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served = _Served(load(), name, base_name, limits)
+        app.state.served = served
         yield
+        served.scheduler.close(limits.shutdown_grace)
         del app.state.served
 
-    app = FastAPI(title="verticals LLM server", lifespan=lifespan)
-
-    @app.exception_handler(LLMError)
-    def _bad_request(request: Request, err: LLMError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": {"message": str(err), "type": "invalid_request_error"}})
-
-    app.get("/v1/models", response_model=ModelList)(list_models)
-    app.post("/v1/chat/completions", response_model=None)(chat_completions)
+    app = FastAPI(title="verticals LLM server", lifespan=lifespan,
+                  description="An OpenAI-compatible server in front of a local model.")
+    install_error_handlers(app)
+    app.include_router(_router)
+    app.openapi = _without_422(app.openapi)  # type: ignore[method-assign]
+    app.get("/health", include_in_schema=False)(health)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     return app
+
+
+def _without_422(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document without FastAPI's automatic 422: validation errors are OpenAI's 400 here."""
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI builds it once and caches it
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    return openapi
 
 
 def get_served(request: Request) -> _Served:
@@ -73,54 +200,148 @@ def get_served(request: Request) -> _Served:
 
 
 ServedDep = Annotated[_Served, Depends(get_served)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [(400, "invalid request"), (404, "unknown model"), (408, "body too slow"),
+                       (413, "body too large"), (429, "queue full"), (503, "time limit or shutting down")]
+}
+_router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 
+def health(served: ServedDep) -> dict[str, Any]:
+    return {"status": "ok", "busy": served.scheduler.busy, "queued": served.scheduler.queued}
+
+
+@_router.get("/models")
 def list_models(served: ServedDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=served.name, created=served.created)])
+    return ModelList(data=[ModelCard(id=n, created=served.created) for n in served.names])
 
 
-def chat_completions(body: ChatRequest, served: ServedDep) -> ChatCompletion | StreamingResponse:
-    messages = as_messages([m.model_dump() for m in body.messages])
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    params = GenerationParams(body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-                              body.temperature, body.top_p, stop, body.seed)
-    prompt_tokens = len(served.model.prompt_ids(messages))  # also rejects images before any work
-    top = (body.top_logprobs or 0) if body.logprobs else 0
+@_router.get("/models/{model_id:path}")
+def retrieve_model(model_id: str, served: ServedDep) -> ModelCard:
+    served.adapter_for(model_id)
+    return ModelCard(id=model_id, created=served.created)
+
+
+@_router.post("/chat/completions", response_model=None, responses={
+    200: {"model": ChatCompletion, "content": {"text/event-stream": {}},
+          "description": "a completion, or with `stream` a stream of `chat.completion.chunk` events"}})
+async def chat_completions(body: ChatRequest, request: Request, served: ServedDep) -> Response:
+    prepared = await run_in_threadpool(served.prepare, body)
+    job: Job[GeneratedToken] = Job(prepared.work, served.limits.timeout)
+    served.scheduler.submit(job)
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    if body.stream:
-        chunks = _stream(served, messages, params, top, body.logprobs, request_id)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    with served.lock:
-        tokens = list(served.model.generate(messages, params, top_logprobs=top))
-    logprobs = ChoiceLogprobs(content=[_token_logprob(t) for t in tokens]) if body.logprobs else None
-    finish = tokens[-1].finish_reason if tokens else "length"
+    try:
+        async with _cancel_on_disconnect(request, job):
+            first = await job.next_item()
+            if not body.stream:
+                tokens = []
+                while first is not None:
+                    tokens.append(first)
+                    first = await job.next_item()
+                completion = _completion(request_id, prepared, tokens, bool(body.logprobs))
+                return JSONResponse(completion.model_dump(mode="json"))
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads this: the client has gone
+    except BaseException:
+        job.cancel()
+        raise
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    events = _events(job, first, request_id, prepared, bool(body.logprobs), include_usage)
+    # the background task stops the job even if the stream never starts (client gone in between)
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                             background=BackgroundTask(job.cancel))
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(request: Request, job: Job) -> AsyncIterator[None]:
+    """Cancel `job` if the client disconnects while the server works on its request."""
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL)
+        job.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
+def _completion(request_id: str, prepared: _Prepared, tokens: list[GeneratedToken], logprobs: bool
+                ) -> ChatCompletion:
+    content = ChoiceLogprobs(content=[_token_logprob(t) for t in tokens]) if logprobs else None
+    finish = (tokens[-1].finish_reason if tokens else None) or "stop"
     return ChatCompletion(
-        id=request_id, created=int(time.time()), model=served.name,
-        choices=[Choice(message=AssistantMessage(content="".join(t.text for t in tokens)), logprobs=logprobs,
-                        finish_reason=finish or "stop")],
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(tokens),
-                    total_tokens=prompt_tokens + len(tokens)),
+        id=request_id, created=int(time.time()), model=prepared.model,
+        choices=[Choice(message=AssistantMessage(content="".join(t.text for t in tokens)), logprobs=content,
+                        finish_reason=finish)],
+        usage=_usage(prepared, len(tokens)),
     )
 
 
-def _stream(served: _Served, messages: list, params: GenerationParams, top: int, with_logprobs: bool,
-            request_id: str) -> Iterator[str]:
+async def _events(job: Job[GeneratedToken], first: GeneratedToken | None, request_id: str, prepared: _Prepared,
+                  with_logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
+    """The SSE stream; when the client goes, Starlette cancels it here and `finally` stops the job."""
     created = int(time.time())
 
-    def event(delta: Delta, token: GeneratedToken | None = None, finish: str | None = None) -> str:
+    def chunk(delta: Delta, token: GeneratedToken | None = None, finish: str | None = None) -> str:
         logprobs = ChoiceLogprobs(content=[_token_logprob(token)]) if (with_logprobs and token) else None
-        chunk = ChatCompletionChunk(id=request_id, created=created, model=served.name,
+        event = ChatCompletionChunk(id=request_id, created=created, model=prepared.model,
                                     choices=[ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)])
-        return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {event.model_dump_json(exclude_none=True)}\n\n"
 
-    with served.lock:
-        yield event(Delta(role="assistant", content=""))
-        for token in served.model.generate(messages, params, top_logprobs=top):
-            yield event(Delta(content=token.text), token, token.finish_reason)
-    yield "data: [DONE]\n\n"
+    try:
+        yield chunk(Delta(role="assistant", content=""))
+        count, finish, token = 0, "stop", first
+        while token is not None:
+            count += 1
+            finish = token.finish_reason or finish
+            yield chunk(Delta(content=token.text), token)
+            token = await job.next_item()
+        yield chunk(Delta(), finish=finish)
+        if include_usage:
+            usage = ChatCompletionChunk(id=request_id, created=created, model=prepared.model, choices=[],
+                                        usage=_usage(prepared, count))
+            yield f"data: {usage.model_dump_json(exclude_none=True)}\n\n"
+        yield "data: [DONE]\n\n"
+    except APIError as err:  # the status line is sent: the error goes in the stream, as OpenAI does
+        yield f"data: {err.body.model_dump_json()}\n\n"
+    except ClientGone:
+        return
+    finally:
+        job.cancel()
+
+
+def _usage(prepared: _Prepared, completion: int) -> Usage:
+    return Usage(prompt_tokens=prepared.prompt_tokens, completion_tokens=completion,
+                 total_tokens=prepared.prompt_tokens + completion)
 
 
 def _token_logprob(token: GeneratedToken) -> TokenLogprob:
-    return TokenLogprob(token=token.token, logprob=token.logprob, bytes=list(token.token.encode("utf-8")),
-                        top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode("utf-8")))
-                                      for t, lp in token.top])
+    return TokenLogprob(**_plain(token), top_logprobs=[TopLogprob(**_plain(t)) for t in token.top])
+
+
+def _plain(token: Token) -> dict[str, Any]:
+    raw = None if token.bytes is None else list(token.bytes)
+    return {"token": token.token, "logprob": max(token.logprob, -9999.0), "bytes": raw}
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, draining the queue first on SIGTERM / Ctrl-C.
+
+    On shutdown, waiting requests get a 503 at once and the running generation has
+    `shutdown_grace` seconds; uvicorn's own deadline a little later is the backstop.
+    """
+
+    def __init__(self, app: FastAPI, *, host: str, port: int, limits: ServeLimits) -> None:
+        super().__init__(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                        timeout_graceful_shutdown=math.ceil(limits.shutdown_grace) + 3))
+        self._app, self._grace = app, limits.shutdown_grace
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        served = getattr(self._app.state, "served", None)
+        if served is not None:
+            served.scheduler.drain(self._grace)
+        await super().shutdown(sockets)

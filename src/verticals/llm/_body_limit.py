@@ -1,0 +1,86 @@
+"""ASGI middleware that bounds a request body in size and in the time it takes to arrive.
+
+Why: FastAPI reads whatever a client sends, as slowly as it sends it. Here the body is read
+first, under both limits, and handed on whole; a body over the size limit is refused from its
+`Content-Length` before a byte of it is read (413), and a client that trickles its body is cut
+off (408), both in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from verticals.llm._api_errors import APIError
+
+
+class BodyLimit:
+    """Wrap `app` so that request bodies are at most `max_bytes` and arrive within `timeout` seconds."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send, self._too_large(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.timeout) as scope_timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left before its request was complete
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await self._refuse(scope, receive, send, self._too_large(size))
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        if scope_timer.cancelled_caught:
+            error = APIError(408, f"The request body did not arrive within {self.timeout:g} s.", code="request_timeout")
+            await self._refuse(scope, receive, send, error)
+            return
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    def _too_large(self, size: int) -> APIError:
+        return APIError(413, f"The request body is {size:,} bytes; this server accepts at most "
+                             f"{self.max_bytes:,} (start it with a larger --max-body-mb).",
+                        code="request_too_large")
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, error: APIError) -> None:
+        # close the connection: the unread rest of the body must not be taken for a next request
+        response = error.response()
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:  # the HTTP layer refuses these before us; count the bytes instead
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the whole body once, then what the client does next (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
