@@ -37,6 +37,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/llm_scoring.py
+	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/dropbp_speed.py
 	$(PY) benchmarks/dropbp_gradient.py
 	$(PY) benchmarks/sersal.py

@@ -164,6 +164,30 @@ def test_stop_string_cuts_the_reply(tiny_model) -> None:
     assert tokens[-1].finish_reason == "stop" and len(tokens) < 40
 
 
+@pytest.mark.parametrize("stop_length", [1, 2, 5])
+def test_the_tokens_of_a_cut_reply_spell_what_is_left(tiny_model, stop_length: int) -> None:
+    full = list(tiny_model.generate(as_messages(STORY), GenerationParams(max_tokens=40)))
+    text = "".join(t.text for t in full)
+    for at in range(2, len(text) - stop_length, 3):  # stop strings starting anywhere, inside tokens or at their edges
+        stop = text[at : at + stop_length]
+        expected = text[: text.index(stop)]
+        tokens = list(tiny_model.generate(as_messages(STORY), GenerationParams(max_tokens=40, stop=(stop,))))
+        assert "".join(t.text for t in tokens) == expected
+        if not tokens:
+            assert expected == ""
+            continue
+        # every token holds some of what is left; only the last may reach into the stop string
+        spelled = [b"".join(t.bytes or b"" for t in tokens[:k]).decode("utf-8", errors="replace")
+                   for k in (len(tokens) - 1, len(tokens))]
+        assert len(spelled[0]) < len(expected) and spelled[1].startswith(expected)
+        assert tokens[-1].finish_reason == "stop"
+
+
+def test_a_stop_string_at_the_very_start_leaves_no_token(tiny_model) -> None:
+    first = tiny_model.chat(STORY, max_tokens=3)[:1]
+    assert list(tiny_model.generate(as_messages(STORY), GenerationParams(max_tokens=40, stop=(first,)))) == []
+
+
 def test_chat_cache_only_for_greedy(tiny_model, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tiny_model, "cache", ResponseCache(tmp_path / "c.sqlite"))
     reply = tiny_model.chat(STORY, max_tokens=10)

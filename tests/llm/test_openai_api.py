@@ -258,7 +258,17 @@ def test_a_stream_is_retried_while_the_server_is_busy() -> None:
 def test_settings_the_server_would_refuse_fail_before_any_request() -> None:
     calls = []
     model = model_with(lambda r: calls.append(1) or httpx.Response(200, json=completion()))
-    for kwargs in ({"temperature": 2.5}, {"top_p": 0.0}, {"seed": 2**64}, {"seed": -(2**63) - 1}):
+    for kwargs in ({"temperature": 2.5}, {"top_p": 0.0}, {"seed": 2**64}, {"seed": -(2**63) - 1},
+                   {"stop": ["a", "b", "c", "d", "e"]}):
         with pytest.raises(LLMError):
             model.chat("hi", **kwargs)  # type: ignore[arg-type]
     assert calls == []
+
+
+def test_a_request_the_server_timed_out_is_not_sent_again() -> None:
+    calls = []
+    timeout = {"error": {"message": "ran past the time limit", "type": "server_error", "code": "timeout"}}
+    model = model_with(lambda r: calls.append(1) or httpx.Response(503, json=timeout), max_retries=3)
+    with pytest.raises(ServerError, match="503: ran past the time limit"):
+        model.chat("hi")
+    assert len(calls) == 1

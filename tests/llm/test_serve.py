@@ -10,7 +10,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.llm.server_util import running_server
+from tests.llm.server_util import assert_openai_error, running_server
 from verticals.llm.base import GenerationParams, normalise
 from verticals.llm.errors import LLMError, ServerError
 from verticals.llm.local import LocalModel
@@ -32,20 +32,6 @@ def client(tiny_url: str) -> openai.OpenAI:
 
 def post(url: str, body: object, **kwargs: object) -> httpx.Response:
     return httpx.post(url + "/chat/completions", json=body, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
-def assert_openai_error(answer: httpx.Response, status: int, *, param: str | None = None,
-                        code: str | None = None) -> dict:
-    """The answer is OpenAI's error shape with this status (and param / code when given)."""
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
-    assert error["type"] == {429: "requests"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    if param is not None:
-        assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    return error  # type: ignore[no-any-return]
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -200,6 +186,21 @@ def test_harmless_openai_fields_are_accepted(tiny_url: str) -> None:
 def test_bodies_that_are_not_a_request_are_400(tiny_url: str, raw: bytes) -> None:
     answer = httpx.post(tiny_url + "/chat/completions", content=raw, headers={"content-type": "application/json"})
     assert_openai_error(answer, 400)
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"messages": [{"role": "user", "content": "fever \\udfff"}]}', "messages.[0].content"),
+    (b'{"\\ud800": 1, "messages": [{"role": "user", "content": "hi"}]}', "body"),
+])
+def test_text_that_is_not_unicode_is_400(tiny_url: str, raw: bytes, param: str) -> None:
+    # JSON may spell a lone surrogate; Python reads it, but it cannot be tokenised or sent back as UTF-8
+    answer = httpx.post(tiny_url + "/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert "not valid Unicode" in assert_openai_error(answer, 400, param=param)["message"]
+
+
+def test_a_model_name_that_is_not_unicode_is_404(tiny_url: str) -> None:
+    assert_openai_error(httpx.get(tiny_url + "/models/%ED%A0%80"), 404)
 
 
 def test_content_the_model_cannot_read_is_400(tiny_url: str) -> None:

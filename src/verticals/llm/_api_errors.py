@@ -8,12 +8,13 @@ FastAPI and Starlette are translated here too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from verticals.llm._protocol import ErrorBody, ErrorResponse
@@ -38,35 +39,49 @@ class APIError(Exception):
         kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return ErrorResponse(error=ErrorBody(message=self.message, type=kind, param=self.param, code=self.code))
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body.model_dump(), status_code=self.status, headers=self.headers)
+    def json(self) -> str:
+        # ASCII-escaped: a message that repeats the client's text stays encodable (a lone surrogate too)
+        return json.dumps(self.body.model_dump(), ensure_ascii=True, separators=(",", ":"))
+
+    def response(self) -> Response:
+        return Response(self.json(), status_code=self.status, headers=self.headers, media_type="application/json")
+
+
+def as_api_error(err: Exception) -> APIError:
+    """What the client is told about `err`: our own errors as they are, a model error as a 400, else a 500."""
+    if isinstance(err, APIError):
+        return err
+    if isinstance(err, LLMError):
+        return APIError(400, str(err))
+    return APIError(500, "The server had an error while processing your request.")
+
+
+def shutting_down() -> APIError:
+    return APIError(503, "The server is shutting down; retry shortly.", code="server_shutting_down")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map our errors, FastAPI's validation errors, Starlette's HTTP errors and bugs to OpenAI's shape."""
 
     @app.exception_handler(APIError)
-    async def _api(request: Request, err: APIError) -> JSONResponse:
-        return err.response()
-
     @app.exception_handler(LLMError)
-    async def _llm(request: Request, err: LLMError) -> JSONResponse:
-        return APIError(400, str(err)).response()
+    async def _known(request: Request, err: Exception) -> Response:
+        return as_api_error(err).response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, err: RequestValidationError) -> Response:
         return validation_error(err.errors()).response()
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, err: HTTPException) -> JSONResponse:
+    async def _http(request: Request, err: HTTPException) -> Response:
         invalid_url = f"Invalid URL ({request.method} {request.url.path})"
         message = invalid_url if err.status_code == 404 else str(err.detail)
         return APIError(err.status_code, message, headers=err.headers).response()
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, err: Exception) -> JSONResponse:
+    async def _bug(request: Request, err: Exception) -> Response:
         # a bug of ours: Starlette re-raises it after this answer, so the server logs its traceback
-        return APIError(500, "The server had an error while processing your request.").response()
+        return as_api_error(err).response()
 
 
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> APIError:

@@ -80,20 +80,23 @@ class TextAssembler:
         self._stop = tuple(stop)
         self._hold = max((len(s) for s in self._stop), default=1) - 1
         self._ids: list[int] = []
-        self._sent = 0
+        self.sent = 0  #: characters of the text shown so far
+        self.length = 0  #: characters of the text decoded so far (shown or held back)
         self.stopped = False
+        self.cut: int | None = None  #: where the earliest stop string began, once one was found
 
     def add(self, token_id: int) -> str:
         """The new text that can be shown after `token_id` (possibly empty)."""
         self._ids.append(token_id)
         text = self._detokenize(self._ids)
+        self.length = len(text)
         hits = [at for stop in self._stop if (at := text.find(stop)) != -1]
         if hits:  # cut at the earliest stop string, whichever it is
-            self.stopped = True
-            return self._emit(text[: min(hits)])
+            self.stopped, self.cut = True, min(hits)
+            return self._emit(text[: self.cut])
         if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
             return ""
-        return self._emit(text[: max(self._sent, len(text) - self._hold)])
+        return self._emit(text[: max(self.sent, len(text) - self._hold)])
 
     def flush(self) -> str:
         """What was held back, once generation has ended."""
@@ -102,6 +105,6 @@ class TextAssembler:
         return self._emit(self._detokenize(self._ids).rstrip("\ufffd"))
 
     def _emit(self, text: str) -> str:
-        piece = text[self._sent :]
-        self._sent = max(self._sent, len(text))
+        piece = text[self.sent :]
+        self.sent = max(self.sent, len(text))
         return piece

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from verticals.llm.base import MAX_TEMPERATURE, SEED_MAX, SEED_MIN
+from verticals.llm.base import MAX_STOP, MAX_TEMPERATURE, SEED_MAX, SEED_MIN
 
 #: accepted and ignored: they change nothing in a locally generated answer
 IGNORED_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
@@ -21,6 +21,24 @@ UNSUPPORTED_FIELDS = frozenset({
 def _is_off(value: Any) -> bool:
     """The value that leaves an OpenAI feature off (no tools, no penalty, plain-text output)."""
     return value is None or value in (0, "none", "auto") or value in ([], {}, {"type": "text"})
+
+
+def _first_unencodable(value: Any, where: str) -> str | None:
+    """Where the first string (key or value) that cannot be UTF-8 encoded sits, e.g. `messages.[0].content`."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{where}.[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and _first_unencodable(key, where) is not None:
+            return where or "body"
+        if (found := _first_unencodable(item, here)) is not None:
+            return found
+    return None
 
 
 class ChatMessageIn(BaseModel):
@@ -59,6 +77,14 @@ class ChatRequest(BaseModel):
     n: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1},
                           description="only one choice per request is served")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8_only(cls, data: Any) -> Any:
+        if (where := _first_unencodable(data, "")) is not None:
+            raise PydanticCustomError("invalid_value", "'{param}' holds text that is not valid Unicode (a lone "
+                                      "surrogate such as \\ud800)", {"param": where or "body"})
+        return data
+
     @field_validator("n")
     @classmethod
     def _one_choice(cls, n: int | None) -> int | None:
@@ -70,8 +96,8 @@ class ChatRequest(BaseModel):
     @classmethod
     def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
         stops = [stop] if isinstance(stop, str) else stop or []
-        if len(stops) > 4:
-            raise ValueError(f"at most 4 stop strings, got {len(stops)}")
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(stops)}")
         if any(not s for s in stops):
             raise ValueError("stop strings must not be empty")
         return stop
@@ -148,8 +174,9 @@ class ChatCompletion(BaseModel):
 
 
 class Delta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+    # as OpenAI streams it: the role in the first chunk, content after it, nothing in the last
+    role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)
+    content: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChunkChoice(BaseModel):
@@ -165,7 +192,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
+    usage: Usage | None = Field(None, exclude_if=lambda v: v is None)  # only in the include_usage chunk
 
 
 class ModelCard(BaseModel):

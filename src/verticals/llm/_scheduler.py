@@ -21,8 +21,7 @@ import uuid
 from collections.abc import Callable, Generator
 from typing import Generic, TypeVar
 
-from verticals.llm._api_errors import APIError
-from verticals.llm.errors import LLMError
+from verticals.llm._api_errors import APIError, as_api_error, shutting_down
 
 logger = logging.getLogger("verticals.llm.serve")
 T = TypeVar("T")
@@ -51,14 +50,14 @@ class Job(Generic[T]):
         self._events: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
     def cancel(self) -> None:
-        """Stop this job (call from the event loop); a waiting `next_item` raises `ClientGone`."""
+        """Stop this job; a waiting `next_item` raises `ClientGone`. Safe from any thread."""
         if not self.cancelled.is_set():
             self.cancelled.set()
-            self._events.put_nowait(("cancelled", None))
+            self._put("cancelled")
 
     def timeout_error(self) -> APIError:
         if self.shutting_down:
-            return APIError(503, "The server is shutting down; retry shortly.", code="server_shutting_down")
+            return shutting_down()
         return APIError(503, f"The request ran past this server's time limit of {self.time_limit:g} s "
                              "(ask for fewer max_tokens, or start the server with a longer --timeout).",
                         code="timeout")
@@ -101,8 +100,6 @@ class Scheduler:
     """
 
     def __init__(self, max_queue: int) -> None:
-        if max_queue < 0:
-            raise LLMError(f"max_queue must be 0 or more, got {max_queue}")
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -122,19 +119,27 @@ class Scheduler:
     def busy(self) -> bool:
         return self._active is not None
 
+    def check_room(self) -> None:
+        """Refuse now, before any work on a request, if `submit` would: 429 (queue full) or 503 (shutting down)."""
+        with self._lock:
+            self._refuse_if_full()
+
     def submit(self, job: Job) -> None:
         """Queue `job`, or refuse it with a 429 (queue full) or a 503 (shutting down)."""
         with self._lock:
-            if self._closing:
-                raise APIError(503, "The server is shutting down; retry shortly.", code="server_shutting_down")
-            self._waiting = [j for j in self._waiting if not j.cancelled.is_set()]
-            if len(self._waiting) + (self._active is not None) > self.max_queue:
-                wait = math.ceil(self._mean_seconds * (len(self._waiting) + 1))
-                raise APIError(429, f"This server is busy: {len(self._waiting)} requests are waiting for the "
-                                    f"model. Retry after {wait} s.", code="rate_limit_exceeded",
-                               headers={"Retry-After": str(min(max(wait, 1), 600))})
+            self._refuse_if_full()
             self._waiting.append(job)
         self._queue.put(job)
+
+    def _refuse_if_full(self) -> None:
+        if self._closing:
+            raise shutting_down()
+        self._waiting = [j for j in self._waiting if not j.cancelled.is_set()]
+        if len(self._waiting) + (self._active is not None) > self.max_queue:
+            wait = math.ceil(self._mean_seconds * (len(self._waiting) + 1))
+            raise APIError(429, f"This server is busy: {len(self._waiting)} requests are waiting for the model. "
+                                f"Retry after {wait} s.", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(min(max(wait, 1), 600))})
 
     def drain(self, grace: float) -> None:
         """Refuse new jobs, answer waiting ones with a 503, give the running one `grace` seconds."""
@@ -188,12 +193,10 @@ class Scheduler:
                     if time.monotonic() >= job.deadline:
                         job._put("error", job.timeout_error())
                         return
-        except APIError as err:
-            job._put("error", err)
-        except LLMError as err:
-            job._put("error", APIError(400, str(err)))
-        except Exception:  # a bug or a failing device: the client gets a 500, the log gets the traceback
-            logger.exception("generation failed (job %s)", job.id)
-            job._put("error", APIError(500, "The server had an error while processing your request."))
+        except Exception as err:  # a model error is the client's 400; a bug or a failing device a logged 500
+            answer = as_api_error(err)
+            if answer.status >= 500:
+                logger.exception("generation failed (job %s)", job.id)
+            job._put("error", answer)
         else:
             job._put("done")

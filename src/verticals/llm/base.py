@@ -22,6 +22,7 @@ from verticals.progress import progress_bar
 #: OpenAI's ranges, shared by our client and our server so that neither accepts what the other refuses.
 MAX_TEMPERATURE = 2.0
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_STOP = 4
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class GenerationParams:
             raise LLMError(f"seed must be a 64-bit integer ({SEED_MIN} to {SEED_MAX}), got {self.seed}")
         if any(not s for s in self.stop):
             raise LLMError("stop strings must not be empty")
+        if len(self.stop) > MAX_STOP:
+            raise LLMError(f"at most {MAX_STOP} stop strings, got {len(self.stop)}")
 
     @property
     def deterministic(self) -> bool:

@@ -156,28 +156,42 @@ class LocalModel(LanguageModel):
             yield from self._generate(ids, params, top_logprobs)
 
     def _generate(self, ids: list[int], params: GenerationParams, top_logprobs: int) -> Iterator[GeneratedToken]:
+        """The reply's tokens, each yielded once all its text is shown (the last carries what was held back).
+
+        A token none of whose text is shown yet waits: if a stop string turns out to begin before
+        it, it is not part of the reply and is dropped, so the tokens spell exactly the reply.
+        """
         assembler = TextAssembler(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)
         steps = decode(self.model, ids, max_tokens=params.max_tokens, temperature=params.temperature,
                        top_p=params.top_p, seed=params.seed, eos_ids=self.eos_ids, top_logprobs=top_logprobs)
-        previous: GeneratedToken | None = None
+        pending: list[tuple[int, GeneratedToken]] = []  # (where its text starts, token), not yet yielded
         finish = "length"
         for step in steps:
             if step.token_id in self.eos_ids:
                 finish = "stop"
                 break
+            start = assembler.length
             text = assembler.add(step.token_id)
-            if previous is not None:
-                yield previous
-            previous = GeneratedToken(*self._token_bytes.describe(step.token_id), step.logprob, text,
-                                      [TokenLogprob(*self._token_bytes.describe(t), lp) for t, lp in step.top])
+            pending.append((start, GeneratedToken(*self._token_bytes.describe(step.token_id), step.logprob, text,
+                                                  [TokenLogprob(*self._token_bytes.describe(t), lp)
+                                                   for t, lp in step.top])))
             if assembler.stopped:
                 finish = "stop"
+                cut = assembler.cut or 0
+                kept = [(at, token) for at, token in pending if at < cut]
+                if kept:  # text shown by a dropped token belongs to the last kept one
+                    kept[-1][1].text += "".join(token.text for at, token in pending if at >= cut)
+                pending = kept  # none kept: the reply is empty (a stop string at its very start)
                 break
-        if previous is None:
+            while len(pending) > 1 and pending[1][0] < assembler.sent:  # the next one has begun: all shown
+                yield pending.pop(0)[1]
+        if not pending:
             return
-        previous.finish_reason = finish
-        previous.text += assembler.flush()
-        yield previous
+        *first, (_, last) = pending
+        yield from (token for _, token in first)
+        last.finish_reason = finish
+        last.text += assembler.flush()
+        yield last
 
     def _adapter_switch(self, use_adapter: bool) -> contextlib.AbstractContextManager[object]:
         if use_adapter:

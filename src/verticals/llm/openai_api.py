@@ -155,7 +155,7 @@ class OpenAIModel(LanguageModel):
                 return response
             response.read()
             response.close()
-            if response.status_code in RETRY_STATUS and not last:
+            if response.status_code in RETRY_STATUS and not last and not _timed_out(response):
                 time.sleep(_backoff(attempt, response.headers.get("retry-after")))
                 continue
             raise ServerError(f"{url} answered {response.status_code}: {_message(response)}")
@@ -202,6 +202,15 @@ def _json(text: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ServerError(f"{where} answered JSON that is not an object: {text[:80]!r}")
     return value
+
+
+def _timed_out(response: httpx.Response) -> bool:
+    """The server gave up on this request after its own time limit: sending it again would do the same."""
+    try:
+        error = response.json().get("error")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == "timeout"
 
 
 def _message(response: httpx.Response) -> str:

@@ -26,7 +26,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from verticals.llm._api_errors import APIError, install_error_handlers
-from verticals.llm._body_limit import BodyLimit
 from verticals.llm._protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -43,6 +42,7 @@ from verticals.llm._protocol import (
     TopLogprob,
     Usage,
 )
+from verticals.llm._request_limits import RequestLimits
 from verticals.llm._scheduler import ClientGone, Job, Scheduler
 from verticals.llm.base import GenerationParams
 from verticals.llm.errors import LLMError
@@ -51,8 +51,6 @@ from verticals.llm.local import TokenLogprob as Token
 from verticals.llm.messages import as_messages
 
 DEFAULT_MAX_TOKENS = 512
-#: how often a waiting request checks that its client is still there
-_DISCONNECT_POLL = 0.2
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,11 @@ class ServeLimits:
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout: float = 30.0
     shutdown_grace: float = 5.0
+
+    @property
+    def max_open(self) -> int:
+        """Requests with a body open at once: the queue, the running one, and some being checked or answered."""
+        return self.max_queue + 17
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:
@@ -167,7 +170,7 @@ def create_app(load: Callable[[], LocalModel], name: str, *, base_name: str | No
         served = _Served(load(), name, base_name, limits)
         app.state.served = served
         yield
-        served.scheduler.close(limits.shutdown_grace)
+        await asyncio.to_thread(served.scheduler.close, limits.shutdown_grace)
         del app.state.served
 
     app = FastAPI(title="verticals LLM server", lifespan=lifespan,
@@ -176,7 +179,8 @@ def create_app(load: Callable[[], LocalModel], name: str, *, base_name: str | No
     app.include_router(_router)
     app.openapi = _without_422(app.openapi)  # type: ignore[method-assign]
     app.get("/health", include_in_schema=False)(health)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
+    app.add_middleware(RequestLimits, max_open=limits.max_open, max_bytes=limits.max_body_bytes,
+                       timeout=limits.body_timeout)
     return app
 
 
@@ -195,7 +199,7 @@ def _without_422(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, 
     return openapi
 
 
-def get_served(request: Request) -> _Served:
+async def get_served(request: Request) -> _Served:
     return request.app.state.served  # type: ignore[no-any-return]
 
 
@@ -208,17 +212,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 
-def health(served: ServedDep) -> dict[str, Any]:
+async def health(served: ServedDep) -> dict[str, Any]:
     return {"status": "ok", "busy": served.scheduler.busy, "queued": served.scheduler.queued}
 
 
 @_router.get("/models")
-def list_models(served: ServedDep) -> ModelList:
+async def list_models(served: ServedDep) -> ModelList:
     return ModelList(data=[ModelCard(id=n, created=served.created) for n in served.names])
 
 
 @_router.get("/models/{model_id:path}")
-def retrieve_model(model_id: str, served: ServedDep) -> ModelCard:
+async def retrieve_model(model_id: str, served: ServedDep) -> ModelCard:
     served.adapter_for(model_id)
     return ModelCard(id=model_id, created=served.created)
 
@@ -227,6 +231,7 @@ def retrieve_model(model_id: str, served: ServedDep) -> ModelCard:
     200: {"model": ChatCompletion, "content": {"text/event-stream": {}},
           "description": "a completion, or with `stream` a stream of `chat.completion.chunk` events"}})
 async def chat_completions(body: ChatRequest, request: Request, served: ServedDep) -> Response:
+    served.scheduler.check_room()  # a full queue answers 429 before the prompt is even tokenised
     prepared = await run_in_threadpool(served.prepare, body)
     job: Job[GeneratedToken] = Job(prepared.work, served.limits.timeout)
     served.scheduler.submit(job)
@@ -248,18 +253,16 @@ async def chat_completions(body: ChatRequest, request: Request, served: ServedDe
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _events(job, first, request_id, prepared, bool(body.logprobs), include_usage)
-    # the background task stops the job even if the stream never starts (client gone in between)
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
-                             background=BackgroundTask(job.cancel))
+    return _Stream(job, events)
 
 
 @contextlib.asynccontextmanager
 async def _cancel_on_disconnect(request: Request, job: Job) -> AsyncIterator[None]:
-    """Cancel `job` if the client disconnects while the server works on its request."""
+    """Cancel `job` as soon as the client disconnects (its body is read: the next message is the disconnect)."""
 
     async def watch() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(_DISCONNECT_POLL)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
         job.cancel()
 
     watcher = asyncio.create_task(watch())
@@ -267,6 +270,29 @@ async def _cancel_on_disconnect(request: Request, job: Job) -> AsyncIterator[Non
         yield
     finally:
         watcher.cancel()
+
+
+class _Stream(StreamingResponse):
+    """The SSE response of `job`, cut off at the job's deadline even if the client stops reading.
+
+    Its background task stops the job even if the stream never starts (the client left in between).
+    """
+
+    def __init__(self, job: Job, events: AsyncIterator[str]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                         background=BackgroundTask(_cancel, job))
+        self.job = job
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            async with asyncio.timeout(max(self.job.deadline - time.monotonic(), 0) + 1.0):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:  # a client that stopped reading: the connection is closed unfinished
+            self.job.cancel()
+
+
+async def _cancel(job: Job) -> None:
+    job.cancel()
 
 
 def _completion(request_id: str, prepared: _Prepared, tokens: list[GeneratedToken], logprobs: bool
@@ -290,7 +316,7 @@ async def _events(job: Job[GeneratedToken], first: GeneratedToken | None, reques
         logprobs = ChoiceLogprobs(content=[_token_logprob(token)]) if (with_logprobs and token) else None
         event = ChatCompletionChunk(id=request_id, created=created, model=prepared.model,
                                     choices=[ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)])
-        return f"data: {event.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {event.model_dump_json()}\n\n"
 
     try:
         yield chunk(Delta(role="assistant", content=""))
@@ -304,10 +330,10 @@ async def _events(job: Job[GeneratedToken], first: GeneratedToken | None, reques
         if include_usage:
             usage = ChatCompletionChunk(id=request_id, created=created, model=prepared.model, choices=[],
                                         usage=_usage(prepared, count))
-            yield f"data: {usage.model_dump_json(exclude_none=True)}\n\n"
+            yield f"data: {usage.model_dump_json()}\n\n"
         yield "data: [DONE]\n\n"
     except APIError as err:  # the status line is sent: the error goes in the stream, as OpenAI does
-        yield f"data: {err.body.model_dump_json()}\n\n"
+        yield f"data: {err.json()}\n\n"
     except ClientGone:
         return
     finally:

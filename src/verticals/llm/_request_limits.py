@@ -1,9 +1,10 @@
-"""ASGI middleware that bounds a request body in size and in the time it takes to arrive.
+"""ASGI middleware that bounds how many requests are open at once, and each body in size and time.
 
-Why: FastAPI reads whatever a client sends, as slowly as it sends it. Here the body is read
-first, under both limits, and handed on whole; a body over the size limit is refused from its
-`Content-Length` before a byte of it is read (413), and a client that trickles its body is cut
-off (408), both in OpenAI's error shape.
+Why: FastAPI reads whatever a client sends, as slowly as it sends it, for as many clients as
+connect. Here a request beyond `max_open` is refused before its body is read (429), and the body
+is read first, under both limits, then handed on whole: a body over the size limit is refused
+from its `Content-Length` before a byte of it is read (413), and a client that trickles its body
+is cut off (408), all in OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -14,23 +15,36 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verticals.llm._api_errors import APIError
 
 
-class BodyLimit:
-    """Wrap `app` so that request bodies are at most `max_bytes` and arrive within `timeout` seconds."""
+class RequestLimits:
+    """Wrap `app`: at most `max_open` requests at once, bodies of at most `max_bytes` arriving within `timeout` s."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float) -> None:
-        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+    def __init__(self, app: ASGIApp, *, max_open: int, max_bytes: int, timeout: float) -> None:
+        self.app, self.max_open, self.max_bytes, self.timeout = app, max_open, max_bytes, timeout
+        self.open = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)  # no body, no model: cheap
             return
+        if self.open >= self.max_open:
+            error = APIError(429, f"This server has {self.open} requests open, its limit; retry shortly.",
+                             code="rate_limit_exceeded", headers={"Retry-After": "1"})
+            await self._refuse(scope, receive, send, error)
+            return
+        self.open += 1
+        try:
+            await self._bounded(scope, receive, send)
+        finally:
+            self.open -= 1
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send, self._too_large(declared))
             return
         chunks: list[bytes] = []
         size = 0
-        with anyio.move_on_after(self.timeout) as scope_timer:
+        with anyio.move_on_after(self.timeout) as timer:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -43,7 +57,7 @@ class BodyLimit:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-        if scope_timer.cancelled_caught:
+        if timer.cancelled_caught:
             error = APIError(408, f"The request body did not arrive within {self.timeout:g} s.", code="request_timeout")
             await self._refuse(scope, receive, send, error)
             return
