@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 16)
-    console = Console()
+    console = Console(width=130)  # whole column names, also when the output is a file
 
     lm = LocalModel.bundled() if args.model == "bundled" else LocalModel(args.model)
     server = start_server(args.model, args.port)
