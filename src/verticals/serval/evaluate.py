@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from verticals.serval._io import write_text
+from verticals.files import write_text
 from verticals.serval.run import LoopRecord, SersalRun
 
 ROWS = ("llm_zero_shot", "small_model", "tuned_llm", "oracle")

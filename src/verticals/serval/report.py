@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from verticals.serval._io import write_text
+from verticals.files import write_text
 
 LABELS = {"llm_zero_shot": "LLM zero-shot", "small_model": "small model (SERSAL)", "tuned_llm": "reverse-tuned LLM",
           "oracle": "oracle (gold labels)"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from verticals.serval._io import write_text
+from verticals.files import write_text
 from verticals.serval.config import ServalError
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate, questions

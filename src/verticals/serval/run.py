@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from verticals.serval._io import write_array, write_text
+from verticals.files import write_array, write_text
 from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator
 from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import TabularData
