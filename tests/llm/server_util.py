@@ -15,7 +15,8 @@ from verticals.llm.serve import ServeLimits, Server, create_app
 
 @contextlib.contextmanager
 def running_server(model, name: str = "tiny", *, base_name: str | None = None,  # type: ignore[no-untyped-def]
-                   limits: ServeLimits | None = None, send_buffer: int | None = None) -> Iterator[str]:
+                   limits: ServeLimits | None = None, send_buffer: int | None = None,
+                   read_images: bool = True) -> Iterator[str]:
     """Yield the base URL (`http://127.0.0.1:PORT/v1`) while the server runs; stop it afterwards.
 
     `send_buffer` fixes the kernel's send buffer of every connection (no autotuning up to 4 MB), so a
@@ -27,8 +28,8 @@ def running_server(model, name: str = "tiny", *, base_name: str | None = None,  
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     limits = limits or ServeLimits()
-    server = Server(create_app(lambda: model, name, base_name=base_name, limits=limits), host="127.0.0.1",
-                    port=port, limits=limits)
+    app = create_app(lambda: model, name, base_name=base_name, limits=limits, read_images=read_images)
+    server = Server(app, host="127.0.0.1", port=port, limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -4,6 +4,7 @@ answers, streaming, logprobs, model names, and every error in OpenAI's shape."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -203,11 +204,45 @@ def test_a_model_name_that_is_not_unicode_is_404(tiny_url: str) -> None:
     assert_openai_error(httpx.get(tiny_url + "/models/%ED%A0%80"), 404)
 
 
-def test_content_the_model_cannot_read_is_400(tiny_url: str) -> None:
-    image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}
-    assert "text only" in assert_openai_error(post(tiny_url, {"messages": [image]}), 400)["message"]
+def test_content_the_model_cannot_read_is_400(tiny_url: str, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    not_an_image = {"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": {"url": "data:image/png;base64,AA=="}}]}
+    assert "cannot read the image" in assert_openai_error(post(tiny_url, {"messages": [not_an_image]}), 400)["message"]
+    remote = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.org/a.png"}}]}
+    assert "not fetched" in assert_openai_error(post(tiny_url, {"messages": [remote]}), 400)["message"]
     odd_part = {"role": "user", "content": [{"type": "audio", "data": "x"}]}
     assert "malformed content part" in assert_openai_error(post(tiny_url, {"messages": [odd_part]}), 400)["message"]
+    with running_server(tiny_model, read_images=False) as url:  # verticals llm serve --no-ocr
+        image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": _caption_png("HI")}}]}
+        assert "text only" in assert_openai_error(post(url, {"messages": [image]}), 400)["message"]
+
+
+def _caption_png(text: str) -> str:
+    """A data URL of a white PNG with `text` in large black letters."""
+    import base64
+    import io
+
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"), 40)
+    image = Image.new("RGB", (640, 120), "white")
+    ImageDraw.Draw(image).text((20, 35), text, font=font, fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_text_model_gets_the_text_read_in_an_image(client: openai.OpenAI, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    question = {"type": "text", "text": "What does the sign say?"}
+    image = {"type": "image_url", "image_url": {"url": _caption_png("FEVER AND COUGH")}}
+    reply = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0,
+                                           messages=[{"role": "user", "content": [question, image]}])
+    assert reply.model == "tiny+ocr"  # the reply says the image was read, not seen
+    said = {"type": "text", "text": '[an image with the text "FEVER AND COUGH"]'}
+    read = [{"role": "user", "content": [question, said]}]
+    assert reply.usage.prompt_tokens == len(tiny_model.prompt_ids(read))
+    assert reply.choices[0].message.content == tiny_model.chat(read, max_tokens=4)
 
 
 def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, tiny_url: str) -> None:

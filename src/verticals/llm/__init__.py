@@ -12,10 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from verticals.llm.errors import LLMError, ModelLoadError, ServerError
+from verticals.llm.messages import Message, image_part
 
 if TYPE_CHECKING:
     from verticals.llm.base import GenerationParams, LanguageModel
     from verticals.llm.cache import ResponseCache
+    from verticals.llm.image_text import cached_reader, images_as_text
     from verticals.llm.loader import open_model
     from verticals.llm.local import LocalModel
     from verticals.llm.openai_api import OpenAIModel
@@ -25,13 +27,15 @@ _LAZY = {
     "GenerationParams": "verticals.llm.base",
     "LanguageModel": "verticals.llm.base",
     "ResponseCache": "verticals.llm.cache",
+    "cached_reader": "verticals.llm.image_text",
+    "images_as_text": "verticals.llm.image_text",
     "open_model": "verticals.llm.loader",
     "LocalModel": "verticals.llm.local",
     "OpenAIModel": "verticals.llm.openai_api",
 }
 
-__all__ = ["GenerationParams", "LLMError", "LanguageModel", "LocalModel", "ModelLoadError", "OpenAIModel",
-           "ResponseCache", "ServerError", "open_model"]
+__all__ = ["GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message", "ModelLoadError", "OpenAIModel",
+           "ResponseCache", "ServerError", "cached_reader", "image_part", "images_as_text", "open_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -111,6 +111,8 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="largest request body in MB; larger gets a 413")] = 8.0,
     shutdown_grace: Annotated[float, typer.Option(help="seconds the running request gets to finish on "
                                                        "SIGTERM or Ctrl-C")] = 5.0,
+    ocr: Annotated[bool, typer.Option(help="read the text in image parts with the bundled OCR and give it to the "
+                                           "model in their place (--no-ocr refuses images)")] = True,
 ) -> None:
     """Serve a local model (bundled, a folder, or base + LoRA adapter) as an OpenAI-compatible API."""
     from verticals.llm.errors import LLMError
@@ -123,6 +125,10 @@ def serve(
         raise LLMError(f"port must be between 0 and 65535, got {port}")
     limits = ServeLimits(max_queue=max_queue, timeout=timeout, max_body_bytes=int(max_body_mb * 1024 * 1024),
                          shutdown_grace=shutdown_grace)  # checked before the model loads
+    if ocr:
+        from verticals.encoders import ocr_engine
+
+        ocr_engine()  # the OCR is installed, or one line now
     quiet_transformers()
     lm = LocalModel.bundled(adapter=adapter, device=device, dtype=dtype) if model == "bundled" else LocalModel(
         model, adapter=adapter, device=device, dtype=dtype)
@@ -131,5 +137,5 @@ def serve(
     names = served_name + (f" (adapter) and {base_name} (base)" if adapter is not None and base_name != served_name
                            else "")
     Console(stderr=True).print(f"serving {names} on http://{host}:{port}/v1", markup=False, highlight=False)
-    app = create_app(lambda: lm, served_name, base_name=base_name, limits=limits)
+    app = create_app(lambda: lm, served_name, base_name=base_name, limits=limits, read_images=ocr)
     Server(app, host=host, port=port, limits=limits).run()

@@ -46,9 +46,10 @@ from verticals.llm._request_limits import RequestLimits
 from verticals.llm._scheduler import ClientGone, Job, Scheduler
 from verticals.llm.base import GenerationParams
 from verticals.llm.errors import LLMError
+from verticals.llm.image_text import images_as_text
 from verticals.llm.local import GeneratedToken, LocalModel
 from verticals.llm.local import TokenLogprob as Token
-from verticals.llm.messages import as_messages
+from verticals.llm.messages import Message, as_messages
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -91,8 +92,9 @@ class ServeLimits:
 class _Served:
     """What the app holds: the model, the names it answers to, and the scheduler in front of it."""
 
-    def __init__(self, model: LocalModel, name: str, base_name: str | None, limits: ServeLimits) -> None:
-        self.model, self.name, self.limits = model, name, limits
+    def __init__(self, model: LocalModel, name: str, base_name: str | None, limits: ServeLimits,
+                 read_images: bool) -> None:
+        self.model, self.name, self.limits, self.read_images = model, name, limits, read_images
         # public name -> whether the LoRA adapter is on; a model with an adapter also serves its base
         self.names = {name: True}
         if model.adapter is not None and base_name and base_name != name:
@@ -109,30 +111,59 @@ class _Served:
         return self.names[requested]
 
     def prepare(self, body: ChatRequest) -> _Prepared:
-        """Everything checked and tokenised before the request may queue (runs in a worker thread)."""
+        """Everything checked and tokenised before the request may queue (runs in a worker thread).
+
+        With images for a text model (OCR on), reading them, tokenising and the context check run in
+        the job instead: OCR takes a while, and there it is bounded by the queue, the time limit and
+        the client's disconnect like generation. Its errors still come before the first token, as
+        an HTTP status.
+        """
         use_adapter = self.adapter_for(body.model)
         messages = as_messages([{"role": "system" if m.role == "developer" else m.role, "content": m.content}
                                 for m in body.messages])
-        prompt = self.model.prompt_ids(messages)  # also refuses images, which this model cannot read
-        max_tokens = _completion_budget(len(prompt), body.max_completion_tokens or body.max_tokens,
-                                        self.model.context_length)
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-        params = GenerationParams(max_tokens, 1.0 if body.temperature is None else body.temperature,
-                                  1.0 if body.top_p is None else body.top_p, stop, body.seed)
         top = (body.top_logprobs or 0) if body.logprobs else 0
+        has_images = any(isinstance(m["content"], list) and any(p["type"] == "image_url" for p in m["content"])
+                         for m in messages)
+        prepared = _Prepared(body.model or self.name)
 
-        def work() -> Generator[GeneratedToken, None, None]:
-            return self.model.generate(messages, params, top, prompt_ids=prompt,  # type: ignore[return-value]
-                                       use_adapter=use_adapter)
+        def plan(shown: list[Message]) -> tuple[list[int], GenerationParams]:
+            prompt = self.model.prompt_ids(shown)  # refuses images that are not read
+            max_tokens = _completion_budget(len(prompt), body.max_completion_tokens or body.max_tokens,
+                                            self.model.context_length)
+            prepared.prompt_tokens = len(prompt)
+            return prompt, GenerationParams(max_tokens, 1.0 if body.temperature is None else body.temperature,
+                                            1.0 if body.top_p is None else body.top_p, stop, body.seed)
 
-        return _Prepared(work, len(prompt), body.model or self.name)
+        if has_images and self.read_images:
+            prepared.model += "+ocr"  # the reply says the images were read, not seen
+
+            def work() -> Generator[GeneratedToken, None, None]:
+                from verticals.encoders import EncoderError, read_text
+
+                try:
+                    shown = images_as_text(messages, read_text)[0]
+                except EncoderError as err:
+                    raise LLMError(str(err)) from err
+                prompt, params = plan(shown)
+                yield from self.model.generate(shown, params, top, prompt_ids=prompt, use_adapter=use_adapter)
+        else:
+            prompt, params = plan(messages)
+
+            def work() -> Generator[GeneratedToken, None, None]:
+                yield from self.model.generate(messages, params, top, prompt_ids=prompt, use_adapter=use_adapter)
+
+        prepared.work = work
+        return prepared
 
 
 @dataclass
 class _Prepared:
-    work: Callable[[], Generator[GeneratedToken, None, None]]
-    prompt_tokens: int
+    """What a request will do, and what its answer reports (`prompt_tokens` is known once tokenised)."""
+
     model: str
+    work: Callable[[], Generator[GeneratedToken, None, None]] | None = None  # set once the plan is made
+    prompt_tokens: int = 0
 
 
 def _completion_budget(prompt: int, asked: int | None, context: int | None) -> int:
@@ -154,7 +185,7 @@ def _completion_budget(prompt: int, asked: int | None, context: int | None) -> i
 
 
 def create_app(load: Callable[[], LocalModel], name: str, *, base_name: str | None = None,
-               limits: ServeLimits | None = None) -> FastAPI:
+               limits: ServeLimits | None = None, read_images: bool = True) -> FastAPI:
     """Build the app; `load` runs once at start-up (tests pass an already loaded model).
 
     Args:
@@ -162,12 +193,18 @@ def create_app(load: Callable[[], LocalModel], name: str, *, base_name: str | No
         name: the name clients use (for a model with a LoRA adapter: the adapted model).
         base_name: with an adapter, the name under which the base model (adapter off) is served too.
         limits: what one request may cost; see `ServeLimits`.
+        read_images: give a text model the text OCR reads in each image part (the reply's model name
+            ends in `+ocr`); False refuses images with a 400.
     """
     limits = limits or ServeLimits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        served = _Served(load(), name, base_name, limits)
+        if read_images:  # a missing OCR is a start-up error, not a 400 on every image
+            from verticals.encoders import ocr_engine
+
+            ocr_engine()
+        served = _Served(load(), name, base_name, limits, read_images)
         app.state.served = served
         yield
         await asyncio.to_thread(served.scheduler.close, limits.shutdown_grace)
@@ -233,7 +270,7 @@ async def retrieve_model(model_id: str, served: ServedDep) -> ModelCard:
 async def chat_completions(body: ChatRequest, request: Request, served: ServedDep) -> Response:
     served.scheduler.check_room()  # a full queue answers 429 before the prompt is even tokenised
     prepared = await run_in_threadpool(served.prepare, body)
-    job: Job[GeneratedToken] = Job(prepared.work, served.limits.timeout)
+    job: Job[GeneratedToken] = Job(prepared.work, served.limits.timeout)  # type: ignore[arg-type]
     served.scheduler.submit(job)
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     try:
