@@ -206,3 +206,23 @@ def test_all_tasks_leaves_out_a_task_without_images_and_says_so(memes: Path, tmp
     assert "Tasks left out" in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(GoatError, match="no image of 'hatefulness'"):
         evaluate(EvalSettings(memes, "ocr+scripted", tmp_path / "run2", tasks="hatefulness"))
+
+
+def test_compare_and_leaderboard_read_the_runs(fixture_set: Path, tmp_path: Path) -> None:
+    from verticals.goat.compare import compare_runs, leaderboard
+
+    rows = [json.loads(line) for line in (fixture_set / "sarcasm" / "test.jsonl").read_text().splitlines()]
+    for name, right in (("good", 9), ("poor", 5)):
+        answers = tmp_path / f"{name}.jsonl"
+        answers.write_text("".join(json.dumps({"id": r["id"], "answer": ("Yes" if r["label"] else "No") if i < right
+                                               else ("No" if r["label"] else "Yes")}) + "\n"
+                                   for i, r in enumerate(rows)))
+        evaluate(EvalSettings(fixture_set, f"replay:{answers}", tmp_path / "runs" / name, tasks="sarcasm"))
+    result = compare_runs(tmp_path / "runs" / "poor", tmp_path / "runs" / "good")
+    row = result["tasks"]["sarcasm"]
+    assert row["n"] == 10 and row["delta_macro_f1"] > 0 and result["fixture"]
+    board = leaderboard(tmp_path / "runs").splitlines()
+    assert board[0].startswith("| run | model | prompt | data | sarcasm |")
+    assert board[2].startswith("| good |") and board[3].startswith("| poor |")  # best first
+    with pytest.raises(GoatError, match="no results.json"):
+        compare_runs(tmp_path, tmp_path / "runs" / "good")

@@ -69,8 +69,47 @@ def eval(  # noqa: A001 - the command is called eval
     overall = results["overall"]
     table.add_row("mean", str(overall["memes"]), f"{overall['macro_f1']:.3f}", "", f"{overall['accuracy']:.3f}",
                   str(overall["unknown"]), "", style="bold")
-    Console().print(table)
+    _wide().print(table)
     for name, why in results["tasks_left_out"].items():
         Console(stderr=True).print(f"{name} left out: {why}", markup=False, highlight=False)
     Console(stderr=True).print(f"results in {out}/results.json, report in {out}/report.md", markup=False,
                                highlight=False)
+
+
+@app.command(epilog="Example: verticals goat compare runs/ocr-bundled runs/qwen")
+def compare(
+    first: Annotated[Path, typer.Argument(help="a run folder (the baseline)")],
+    second: Annotated[Path, typer.Argument(help="another run folder on the same memes")],
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
+) -> None:
+    """Is the second run better than the first? Paired bootstrap of macro-F1 on the memes both scored."""
+    from verticals.goat.compare import compare_runs
+
+    result = compare_runs(first, second, seed=seed)
+    title = f"{result['second']['model']} ({result['second']['prompt']}) minus {result['first']['model']} " \
+            f"({result['first']['prompt']})" + (" on the fixture" if result["fixture"] else "")
+    table = Table(title=title)
+    for column in ("task", "memes", "macro-F1 difference", "95% interval", "p-value"):
+        table.add_column(column, justify="right")
+    for task, row in result["tasks"].items():
+        low, high = row["ci95"]
+        table.add_row(task, str(row["n"]), f"{row['delta_macro_f1']:+.3f}", f"{low:+.3f} to {high:+.3f}",
+                      f"{row['p_value']:.3f}")
+    _wide().print(table)
+
+
+@app.command(epilog="Example: verticals goat leaderboard runs/ > leaderboard.md")
+def leaderboard(
+    root: Annotated[Path, typer.Argument(help="a folder holding run folders")],
+) -> None:
+    """Print a Markdown table of every run under a folder, best mean macro-F1 first."""
+    from verticals.goat.compare import leaderboard as board
+
+    print(board(root), end="")
+
+
+def _wide() -> Console:
+    """A console that does not squeeze tables to 80 columns when the output goes to a file or a pipe."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=130)
