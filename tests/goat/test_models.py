@@ -52,3 +52,16 @@ def test_images_travel_to_an_openai_compatible_server(bundled_model, fixture_set
 def test_a_local_text_model_must_say_how_it_sees_images() -> None:
     with pytest.raises(GoatError, match="ocr\\+MODEL or text\\+MODEL"):
         open_meme_model("bundled", cache=None)
+
+
+def test_fusion_learns_each_task_from_its_train_split(fixture_set: Path, tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    results = evaluate(EvalSettings(fixture_set, "fusion", tmp_path / "run", tasks="harmfulness,sarcasm",
+                                    probabilities=True), cache=cache)
+    assert results["model"]["fingerprint"].startswith("fusion:both:")
+    for task in results["tasks"].values():
+        assert task["n"] == 10 and task["unknown_rate"] == 0 and task["auroc"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples_sarcasm.jsonl").read_text().splitlines()]
+    assert all((r["probability"] >= 0.5) == (r["prediction"] == 1) for r in rows)
+    with pytest.raises(GoatError, match="learns from the train split"):
+        evaluate(EvalSettings(fixture_set, "fusion:text", tmp_path / "run2", split="train"))

@@ -176,7 +176,7 @@ def test_a_mistyped_model_leaves_the_run_folder_untouched(fixture_set: Path, tmp
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"prompt": "cot", "probabilities": True}, "first answer token"),
-    ({"prompt": "k-shot", "split": "train"}, "examples from the train split"),
+    ({"prompt": "k-shot", "split": "train"}, "k-shot prompt learns from the train split"),
     ({"max_unknown": 1.5}, "from 0 to 1"),
 ])
 def test_settings_that_cannot_work_together_are_refused(fixture_set: Path, tmp_path: Path, kwargs: dict,

@@ -7,7 +7,9 @@ Model specs (`--model`):
 - `ocr+MODEL`: a text model (`bundled`, a folder, a server) that gets each image as the text the
   bundled OCR reads in it, cached per image;
 - `text+MODEL`: a text model that gets the meme's text only (no image at all);
-- `replay:FILE`: answers made elsewhere, a JSONL of `{"id", "answer"}` (optional `task`, `probability`).
+- `replay:FILE`: answers made elsewhere, a JSONL of `{"id", "answer"}` (optional `task`, `probability`);
+- `fusion`, `fusion:text`, `fusion:image`: a logistic regression per task on the train split, on the
+  bundled encoders' features of the OCR text and the picture (`fusion.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from verticals.goat.config import GoatError
 from verticals.goat.data import BadLine, Meme, read_records
+from verticals.goat.tasks import Task
 from verticals.llm import LanguageModel, Message, ResponseCache, cached_reader, images_as_text, open_model
 from verticals.progress import progress_bar
 
@@ -44,6 +47,12 @@ class MemeModel(ABC):
     spec: str
     #: whether the memes' images must be there (the loader skips memes whose image is missing or broken)
     reads_images: bool = True
+    #: whether it learns each task from the train split first (`fit`)
+    trains: bool = False
+
+    def fit(self, task: Task, train: list[Meme]) -> None:
+        """Learn `task` from its train split (only for models that train)."""
+        raise GoatError(f"{self.spec} does not learn from a train split")
 
     @property
     @abstractmethod
@@ -149,9 +158,12 @@ def check_spec(spec: str) -> None:
     Raises:
         GoatError: not openai:/http(s)://, ocr+, text+ or replay:.
     """
-    if not spec.startswith(("replay:", "ocr+", "text+", "openai:", "http://", "https://")) or spec.endswith(("+", ":")):
+    fusion = spec in ("fusion", "fusion:text", "fusion:image")
+    known = spec.startswith(("replay:", "ocr+", "text+", "openai:", "http://", "https://"))
+    if not fusion and (not known or spec.endswith(("+", ":"))):
         raise GoatError(f"unknown model {spec!r}: use openai:URL[#name] for a multimodal server, ocr+MODEL or "
-                        "text+MODEL for a text model (MODEL: bundled, a folder, or a URL), or replay:FILE")
+                        "text+MODEL for a text model (MODEL: bundled, a folder, or a URL), replay:FILE, or "
+                        "fusion[:text|:image] for the trained baseline")
     if spec.startswith("ocr+") and importlib.util.find_spec("rapidocr_onnxruntime") is None:
         raise GoatError("ocr+ models need the bundled OCR, which is not installed: run make install "
                         "(it installs rapidocr-onnxruntime==1.4.4 with --no-deps)")
@@ -160,6 +172,11 @@ def check_spec(spec: str) -> None:
 def spec_reads_images(spec: str) -> bool:
     """Whether the model a spec names needs the memes' images (known before it loads)."""
     return not spec.startswith(("replay:", "text+"))
+
+
+def spec_trains(spec: str) -> bool:
+    """Whether the model a spec names learns from the train split (known before it loads)."""
+    return spec.startswith("fusion")
 
 
 def open_meme_model(spec: str, *, cache: ResponseCache | None, device: str = "auto",
@@ -171,6 +188,11 @@ def open_meme_model(spec: str, *, cache: ResponseCache | None, device: str = "au
     """
     if spec.startswith("replay:"):
         return ReplayModel(spec, Path(spec.removeprefix("replay:")).expanduser())
+    if spec_trains(spec):
+        from verticals.goat.fusion import FusionModel
+
+        check_spec(spec)
+        return FusionModel(spec, spec.partition(":")[2] or "both", cache)
     for prefix, images in (("ocr+", "ocr"), ("text+", "text")):
         if spec.startswith(prefix):
             inner = spec.removeprefix(prefix)

@@ -28,7 +28,14 @@ from verticals.goat.config import GoatError
 from verticals.goat.data import LoadReport, Meme, MissingImagesError, load_split, task_folder
 from verticals.goat.extract import read_answer
 from verticals.goat.metrics import task_scores
-from verticals.goat.models import MemeModel, MemeRequest, check_spec, open_meme_model, spec_reads_images
+from verticals.goat.models import (
+    MemeModel,
+    MemeRequest,
+    check_spec,
+    open_meme_model,
+    spec_reads_images,
+    spec_trains,
+)
 from verticals.goat.prompts import PromptStyle, choose_shots, get_style, messages_for
 from verticals.goat.report import write_report
 from verticals.goat.tasks import MemeSetInfo, Task, choose_tasks, read_set_info
@@ -90,8 +97,9 @@ def evaluate(settings: EvalSettings, *, cache: ResponseCache | None = None) -> d
     if settings.probabilities and style.answer == "final_line":
         raise GoatError(f"--probabilities reads P(Yes) from the first answer token, which means nothing for the "
                         f"{style.name} prompt's reasoning; use it with zero-shot or k-shot")
-    if style.shots and settings.split == "train":
-        raise GoatError(f"the {style.name} prompt takes its examples from the train split: evaluate another split")
+    if (style.shots or spec_trains(settings.model)) and settings.split == "train":
+        raise GoatError(f"{'the ' + style.name + ' prompt' if style.shots else settings.model} learns from the train "
+                        "split: evaluate another split")
     _check_out(settings)
     info, plans = _plan(settings, style)
     model = open_meme_model(settings.model, cache=cache if cache is not None else ResponseCache.default(),
@@ -136,7 +144,7 @@ def _plan(settings: EvalSettings, style: PromptStyle) -> tuple[MemeSetInfo, list
         if settings.limit:
             memes = memes[: settings.limit]
         pool: list[Meme] = []
-        if style.shots:
+        if style.shots or spec_trains(settings.model):
             pool, _ = load_split(settings.data, task, "train", images=images, strict=settings.strict)
             choose_shots(pool, style.shots, settings.seed, "")  # enough of each class?
         plans.append(_TaskPlan(task, memes, report, pool))
@@ -167,6 +175,8 @@ def _check_out(settings: EvalSettings) -> None:
 
 
 def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: EvalSettings) -> dict[str, Any]:
+    if model.trains:
+        model.fit(plan.task, plan.pool)
     shots = [choose_shots(plan.pool, style.shots, settings.seed, m.id) for m in plan.memes]
     requests = [MemeRequest(m, messages_for(style, plan.task, m, s, images=model.reads_images))
                 for m, s in zip(plan.memes, shots)]
