@@ -33,11 +33,14 @@ def test_fixture_then_eval_of_replayed_answers(tmp_path: Path) -> None:
      "unknown prompt style"),
     (["eval", "--data", "{tmp}/memes", "--model", "ocr+bundled", "--out", "{tmp}/r", "--limit", "-1"],
      "limit must be 0"),
+    (["eval", "--data", "{tmp}/memes", "--model", "replay:{tmp}/empty.jsonl", "--out", "{tmp}/r"],
+     "holds no answers"),
     (["fixture", "{tmp}/memes"], "not an empty folder"),
 ])
 def test_mistakes_end_in_one_plain_line_and_exit_2(tmp_path: Path, fixture_set: Path, args: list[str],
                                                    message: str) -> None:
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "memes").symlink_to(fixture_set)
     result = run_cli("goat", *[a.replace("{tmp}", str(tmp_path)) for a in args], tmp_path=tmp_path)
     assert result.returncode == 2

@@ -96,9 +96,7 @@ class ChatModel(MemeModel):
         return f"{self.images}:{self._engine + ':' if self._engine else ''}{self.lm.fingerprint}"
 
     def show(self, requests: list[MemeRequest]) -> list[list[Message]]:
-        if self.images == "text":
-            return [[{**m, "content": [p for p in m["content"] if p.get("type") != "image_url"]}
-                     if isinstance(m["content"], list) else m for m in r.messages] for r in requests]
+        # a text+ model's requests are built without images (reads_images is False): nothing to change
         if self.images != "ocr":
             return [r.messages for r in requests]
         shown = []
@@ -132,6 +130,8 @@ class ReplayModel(MemeModel):
                 raise GoatError(f"{file}:{number}: each line needs an id and a text answer, "
                                 'e.g. {"id": "42", "answer": "Yes"}')
             self._answers[(row.get("task"), str(row["id"]))] = row
+        if not self._answers:
+            raise GoatError(f"replay file {file} holds no answers")
 
     @property
     def fingerprint(self) -> str:
