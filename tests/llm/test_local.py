@@ -299,3 +299,26 @@ def test_json_that_is_not_an_object_is_a_load_error(name, tiny_model_dir, tmp_pa
         (adapter / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadError):
         LocalModel(folder, adapter=adapter)
+
+
+def test_a_lazy_model_checks_files_at_once_and_loads_only_for_work_not_in_the_cache(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch) -> None:
+    with pytest.raises(ModelLoadError, match="config.json"):
+        LocalModel(tmp_path / "missing", lazy=True)
+    with pytest.raises(ModelLoadError, match="adapter"):
+        LocalModel(tiny_model_dir, adapter=tmp_path / "nothing-here", lazy=True)
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    eager = LocalModel(tiny_model_dir, cache=cache)
+    reply = eager.chat(STORY, max_tokens=5)
+    uncached = LocalModel(tiny_model_dir).chat("Hi", max_tokens=5)
+    loads = []
+    real_load = LocalModel._load
+    monkeypatch.setattr(LocalModel, "_load", lambda self: (loads.append(1), real_load(self))[1])
+    lazy = LocalModel(tiny_model_dir, cache=cache, lazy=True)
+    assert lazy.fingerprint == eager.fingerprint
+    assert lazy.chat(STORY, max_tokens=5) == reply  # served from the cache: nothing loaded
+    assert not loads
+    assert lazy.chat("Hi", max_tokens=5) == uncached  # not cached: loads once, same answer
+    assert lazy.context_length == 512 and len(loads) == 1
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        lazy.nonsense  # noqa: B018

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from verticals.llm.errors import LLMError, ModelLoadError, ServerError
-from verticals.llm.messages import Message, image_part
+from verticals.llm.messages import Message, image_part, text_of
 
 if TYPE_CHECKING:
     from verticals.llm.base import GenerationParams, LanguageModel
@@ -35,7 +35,7 @@ _LAZY = {
 }
 
 __all__ = ["GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message", "ModelLoadError", "OpenAIModel",
-           "ResponseCache", "ServerError", "cached_reader", "image_part", "images_as_text", "open_model"]
+           "ResponseCache", "ServerError", "cached_reader", "image_part", "images_as_text", "open_model", "text_of"]
 
 
 def __getattr__(name: str) -> Any:

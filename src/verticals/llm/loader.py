@@ -15,8 +15,11 @@ from verticals.llm.errors import LLMError
 
 
 def open_model(spec: str, *, adapter: str | Path | None = None, device: str = "auto", dtype: str = "auto",
-               cache: ResponseCache | None = None) -> LanguageModel:
+               cache: ResponseCache | None = None, concurrency: int = 8, lazy: bool = False) -> LanguageModel:
     """The `LanguageModel` named by `spec` (see the module docstring).
+
+    `concurrency` is how many requests a server model keeps in flight; `lazy` lets a local model
+    load its weights on first use (see `LocalModel`).
 
     Raises:
         LLMError: an adapter given for a server, or any error of the chosen backend.
@@ -27,9 +30,9 @@ def open_model(spec: str, *, adapter: str | Path | None = None, device: str = "a
         from verticals.llm.openai_api import OpenAIModel
 
         url, _, name = spec.partition("#")
-        return OpenAIModel(url, name or None, cache=cache)
+        return OpenAIModel(url, name or None, cache=cache, max_concurrency=concurrency)
     from verticals.llm.local import LocalModel
 
     if spec == "bundled":
-        return LocalModel.bundled(adapter=adapter, device=device, dtype=dtype, cache=cache)
-    return LocalModel(spec, adapter=adapter, device=device, dtype=dtype, cache=cache)
+        return LocalModel.bundled(adapter=adapter, device=device, dtype=dtype, cache=cache, lazy=lazy)
+    return LocalModel(spec, adapter=adapter, device=device, dtype=dtype, cache=cache, lazy=lazy)

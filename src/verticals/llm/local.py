@@ -20,6 +20,8 @@ from verticals.llm.cache import ResponseCache
 from verticals.llm.errors import LLMError, ModelLoadError
 from verticals.llm.messages import Message, Prompt, as_messages, text_of
 
+#: what loading sets; a lazy model loads when one of them is first asked for
+_LOADED = ("tokenizer", "model", "eos_ids", "_token_bytes")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -52,6 +54,8 @@ class LocalModel(LanguageModel):
         dtype (`str`): `"auto"` (float32 on CPU, bfloat16 on CUDA), `"float32"`, `"bfloat16"`, `"float16"`.
         cache (`ResponseCache`, *optional*): where deterministic answers are kept.
         max_batch_tokens (`int`): rows x padded length per scoring forward pass, defaults to 2048.
+        lazy (`bool`): check the files now but load the weights on first use, so a run whose answers
+            are all cached never loads them (a rerun of a finished evaluation takes seconds).
 
     Example:
         >>> model = LocalModel.bundled()                            # doctest: +SKIP
@@ -62,7 +66,8 @@ class LocalModel(LanguageModel):
     """
 
     def __init__(self, path: str | Path, *, adapter: str | Path | None = None, device: str = "auto",
-                 dtype: str = "auto", cache: ResponseCache | None = None, max_batch_tokens: int = 2048) -> None:
+                 dtype: str = "auto", cache: ResponseCache | None = None, max_batch_tokens: int = 2048,
+                 lazy: bool = False) -> None:
         super().__init__(cache=cache)
         if dtype != "auto" and dtype not in DTYPES:
             raise LLMError(f"dtype must be 'auto' or one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -74,9 +79,21 @@ class LocalModel(LanguageModel):
         default_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = DTYPES[dtype] if dtype != "auto" else default_dtype
         self.max_batch_tokens = max_batch_tokens
+        _check_files(self.path, self.adapter)
+        if not lazy:
+            self._load()
+
+    def _load(self) -> None:
         self.tokenizer, self.model = _load(self.path, self.adapter, self.device, self.dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self._token_bytes = TokenBytes(self.tokenizer)
+
+    def __getattr__(self, name: str) -> object:
+        # only called for attributes not set yet: a lazy model loads on first use of one of these
+        if name in _LOADED:
+            self._load()
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def bundled(cls, **kwargs: object) -> LocalModel:
@@ -232,10 +249,6 @@ def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.d
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"no model at {path}: expected a Hugging Face folder with config.json")
-    if not any(path.glob("*.safetensors")):
-        raise ModelLoadError(f"no .safetensors weights in {path}; only safetensors checkpoints are loaded")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
@@ -247,13 +260,22 @@ def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.d
     return tokenizer, model
 
 
+def _check_files(path: Path, adapter: Path | None) -> None:
+    """What can be told without loading: the folders hold a model and an adapter."""
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"no model at {path}: expected a Hugging Face folder with config.json")
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"no .safetensors weights in {path}; only safetensors checkpoints are loaded")
+    if adapter is not None and not ((adapter / "adapter_config.json").is_file()
+                                    and (adapter / "adapter_model.safetensors").is_file()):
+        raise ModelLoadError(f"no LoRA adapter at {adapter}: "
+                             "expected adapter_config.json and adapter_model.safetensors")
+
+
 def _with_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
     from peft import PeftModel
     from safetensors import SafetensorError
 
-    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(f"no LoRA adapter at {adapter}: "
-                             "expected adapter_config.json and adapter_model.safetensors")
     try:
         return PeftModel.from_pretrained(model, adapter, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
