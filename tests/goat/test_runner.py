@@ -63,7 +63,8 @@ def use_model(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Make `evaluate` use a given scripted model (as a text-only model: no OCR)."""
 
     def install(lm: Scripted) -> Scripted:
-        monkeypatch.setattr(runner, "open_meme_model", lambda spec, cache, adapter: ChatModel(spec, lm, "text", cache))
+        monkeypatch.setattr(runner, "open_meme_model",
+                            lambda spec, cache, adapter, **_: ChatModel(spec, lm, "text", cache))
         return lm
 
     return install
@@ -148,6 +149,61 @@ def test_answers_that_cannot_be_read_stop_the_run_and_are_kept(fixture_set: Path
     # counted and scored as wrong when the user says so
     results = evaluate(settings(fixture_set, tmp_path / "run2", tasks="misogyny", max_unknown=1.0))
     assert results["tasks"]["misogyny"]["unknown_rate"] == 1.0 and results["tasks"]["misogyny"]["accuracy"] == 0
+
+
+class Vague(Scripted):
+    """Answers abusive captions in words the rules cannot read, the others with a plain No."""
+
+    def _chat(self, messages: list[Message], params: GenerationParams) -> str:
+        return "It is mean-spirited towards them." if self._caption(messages) in ABUSIVE else "No."
+
+
+class JudgeLM(Scripted):
+    """A judge that reads "mean-spirited" as Yes and anything else as Unknown; counts what it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def _chat(self, messages: list[Message], params: GenerationParams) -> str:
+        self.seen.append(messages[-1]["content"])
+        return "Yes" if "Answer given: It is mean-spirited" in messages[-1]["content"] else "Unknown"
+
+
+def test_a_judge_rereads_only_the_unknown_answers_and_its_verdicts_are_marked(
+        fixture_set: Path, tmp_path: Path, use_model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from verticals.goat.judge import Judge
+
+    use_model(Vague())
+    judge_lm = JudgeLM()
+    monkeypatch.setattr(runner, "open_judge", lambda spec, **_: Judge(spec, judge_lm, "Q: {question}\n"
+                                                                      "Answer given: {answer}", 8))
+    results = evaluate(settings(fixture_set, tmp_path / "run", judge="bundled", max_unknown=1.0))
+    rows = [json.loads(line) for task in results["tasks"]
+            for line in (tmp_path / "run" / f"samples_{task}.jsonl").read_text().splitlines()]
+    abusive_text = [r for r in rows if r["prompt"].split("with the text '", 1)[1].split("' accompanied", 1)[0]
+                    in ABUSIVE]
+    assert abusive_text and len(judge_lm.seen) == len(abusive_text)  # the plain "No." answers were never sent
+    assert all(r["rule"] == "judge" and r["judge"] == "Yes" and r["prediction"] == 1 for r in abusive_text)
+    assert all("judge" not in r and r["rule"] == "first_word" for r in rows if r not in abusive_text)
+    assert sum(t["judged"] for t in results["tasks"].values()) == len(abusive_text)
+    assert results["overall"]["unknown"] == 0
+    assert results["judge"]["spec"] == "bundled"
+    # without the judge the same answers are unknown, and the refusal says a judge may read them
+    with pytest.raises(GoatError, match="a --judge model may read them"):
+        evaluate(settings(fixture_set, tmp_path / "run2", max_unknown=0.0))
+
+
+def test_a_judge_that_cannot_settle_an_answer_leaves_it_unknown(
+        fixture_set: Path, tmp_path: Path, use_model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from verticals.goat.judge import Judge
+
+    use_model(Scripted(reply="A picture of a meme."))
+    monkeypatch.setattr(runner, "open_judge", lambda spec, **_: Judge(spec, JudgeLM(), "{question} {answer}", 8))
+    results = evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm", judge="bundled", max_unknown=1.0))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples_sarcasm.jsonl").read_text().splitlines()]
+    assert all(r["judge"] == "Unknown" and r["prediction"] is None and r["rule"] == "unreadable" for r in rows)
+    assert results["tasks"]["sarcasm"]["unknown_rate"] == 1.0
 
 
 def test_k_shot_prompts_carry_examples_from_the_train_split(fixture_set: Path, tmp_path: Path, use_model) -> None:  # type: ignore[no-untyped-def]

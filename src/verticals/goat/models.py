@@ -180,8 +180,9 @@ def spec_trains(spec: str) -> bool:
 
 
 def open_meme_model(spec: str, *, cache: ResponseCache | None, device: str = "auto",
-                    adapter: Path | None = None) -> MemeModel:
-    """The model a `--model` spec names (see the module docstring).
+                    adapter: Path | None = None, concurrency: int = 8) -> MemeModel:
+    """The model a `--model` spec names (see the module docstring); a local model's weights load on
+    first use, so a rerun whose answers are all cached never loads them.
 
     Raises:
         GoatError: an unknown spec, or a text model named without `ocr+` or `text+`.
@@ -196,11 +197,13 @@ def open_meme_model(spec: str, *, cache: ResponseCache | None, device: str = "au
     for prefix, images in (("ocr+", "ocr"), ("text+", "text")):
         if spec.startswith(prefix):
             inner = spec.removeprefix(prefix)
-            return ChatModel(spec, open_model(_url(inner), adapter=adapter, device=device, cache=cache), images, cache)
+            lm = open_model(_url(inner), adapter=adapter, device=device, cache=cache, concurrency=concurrency,
+                            lazy=True)
+            return ChatModel(spec, lm, images, cache)
     check_spec(spec)
     if adapter is not None:
         raise GoatError("--adapter applies to a local model (ocr+MODEL or text+MODEL), not to a server")
-    return ChatModel(spec, open_model(_url(spec), cache=cache), "images", cache)
+    return ChatModel(spec, open_model(_url(spec), cache=cache, concurrency=concurrency), "images", cache)
 
 
 def _url(spec: str) -> str:

@@ -24,9 +24,11 @@ import numpy as np
 
 from verticals.files import write_json as _write_json
 from verticals.files import write_text
+from verticals.goat.align import trained_on
 from verticals.goat.config import GoatError
 from verticals.goat.data import LoadReport, Meme, MissingImagesError, load_split, task_folder
-from verticals.goat.extract import read_answer
+from verticals.goat.extract import Reading, read_answer
+from verticals.goat.judge import Judge, open_judge
 from verticals.goat.metrics import task_scores
 from verticals.goat.models import (
     MemeModel,
@@ -65,9 +67,13 @@ class EvalSettings:
     strict: bool = False
     adapter: Path | None = None
     max_unknown: float = 0.5
+    judge: str = ""
+    concurrency: int = 8
 
     def __post_init__(self) -> None:
         check_spec(self.model)
+        if self.concurrency < 1:
+            raise GoatError(f"concurrency is the number of requests in flight, at least 1; got {self.concurrency}")
         if self.limit < 0:
             raise GoatError(f"limit must be 0 (all memes) or more, got {self.limit}")
         if not 0 <= self.max_unknown <= 1:
@@ -75,6 +81,14 @@ class EvalSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def results_depend_on(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the first (how fast it asks is not one)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RESULTS}
+
+
+#: settings that change how a run goes, never what it finds
+_NOT_IN_RESULTS = ("concurrency",)
 
 
 @dataclass
@@ -101,9 +115,11 @@ def evaluate(settings: EvalSettings, *, cache: ResponseCache | None = None) -> d
         raise GoatError(f"{'the ' + style.name + ' prompt' if style.shots else settings.model} learns from the train "
                         "split: evaluate another split")
     _check_out(settings)
+    _check_adapter(settings)
     info, plans = _plan(settings, style)
-    model = open_meme_model(settings.model, cache=cache if cache is not None else ResponseCache.default(),
-                            adapter=settings.adapter)
+    cache = cache if cache is not None else ResponseCache.default()
+    judge = open_judge(settings.judge, cache=cache, concurrency=settings.concurrency) if settings.judge else None
+    model = open_meme_model(settings.model, cache=cache, adapter=settings.adapter, concurrency=settings.concurrency)
     if settings.probabilities and not model.gives_probabilities:
         raise GoatError(f"{model.spec} gives no probability for some memes; run without --probabilities")
     _write_json(settings.out / SETTINGS_FILE, settings.to_dict())  # the folder is this run's from here on
@@ -113,9 +129,9 @@ def evaluate(settings: EvalSettings, *, cache: ResponseCache | None = None) -> d
             print(f"{plan.task.name}: left out ({plan.skipped})", file=sys.stderr)
             continue
         print(f"{plan.task.name}: {len(plan.memes)} memes", file=sys.stderr)
-        tasks[plan.task.name] = _run_task(plan, model, style, settings)
+        tasks[plan.task.name] = _run_task(plan, model, style, settings, judge)
     skipped = {p.task.name: p.skipped for p in plans if p.skipped}
-    results = _results(settings, info, style, model, tasks, skipped)
+    results = _results(settings, info, style, model, tasks, skipped, judge)
     _write_json(settings.out / "results.json", results)
     write_report(settings.out, results)
     return results
@@ -168,13 +184,28 @@ def _check_out(settings: EvalSettings) -> None:
         earlier = None
     if not isinstance(earlier, dict):
         raise GoatError(f"{file} is damaged; delete {out} to start over")
-    changed = sorted(k for k, v in settings.to_dict().items() if earlier.get(k) != v)
+    changed = sorted(k for k, v in settings.results_depend_on().items() if earlier.get(k) != v)
     if changed:
         raise GoatError(f"{out} holds a run with other settings ({', '.join(changed)} changed); "
                         "give another --out, or delete the folder to start over")
 
 
-def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: EvalSettings) -> dict[str, Any]:
+def _check_adapter(settings: EvalSettings) -> None:
+    """An `align` adapter is never scored on the split it learnt, nor loaded on another base model."""
+    record = trained_on(settings.adapter) if settings.adapter is not None else None
+    if record is None:
+        return
+    if settings.split == record.get("split"):
+        raise GoatError(f"the adapter in {settings.adapter} learnt from the {settings.split} split: "
+                        "evaluate another split")
+    inner = settings.model.partition("+")[2]
+    if inner != record.get("base"):
+        raise GoatError(f"the adapter in {settings.adapter} was trained on {record.get('base')}; "
+                        f"evaluate it with --model ocr+{record.get('base')}")
+
+
+def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: EvalSettings,
+              judge: Judge | None) -> dict[str, Any]:
     if model.trains:
         model.fit(plan.task, plan.pool)
     shots = [choose_shots(plan.pool, style.shots, settings.seed, m.id) for m in plan.memes]
@@ -184,21 +215,24 @@ def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: E
     answers = model.answers(requests, shown, style.max_tokens)
     readings = [read_answer(a, plan.task.adjective, final_line=style.answer == "final_line",
                             opposites=plan.task.opposites) if a is not None else None for a in answers]
+    verdicts = _judge(judge, shown, answers, readings) if judge is not None else {}
     predictions = [r.label if r else None for r in readings]
     probabilities = model.yes_probabilities(requests, shown) if settings.probabilities else None
     samples = settings.out / f"samples_{plan.task.name}.jsonl"
-    _write_samples(samples, requests, shown, shots, answers, readings, probabilities)
+    _write_samples(samples, requests, shown, shots, answers, readings, probabilities, verdicts)
     unknown = sum(p is None for p in predictions)
     if plan.memes and unknown > settings.max_unknown * len(plan.memes):
         rules = Counter(r.rule if r else "missing" for r in readings if r is None or r.label is None)
         raise GoatError(f"{plan.task.name}: {unknown} of {len(plan.memes)} answers could not be read as Yes or No "
                         f"({', '.join(f'{n} {k}' for k, n in rules.most_common())}), more than --max-unknown "
-                        f"{settings.max_unknown:g} allows: the score would measure the reader, not the model. The "
+                        f"{settings.max_unknown:g} allows: the score would measure the reader, not the model"
+                        f"{'' if judge else ' (a --judge model may read them)'}. The "
                         f"answers are in {samples}; first: {(answers[predictions.index(None)] or '(none)')[:100]!r}")
     gold = [m.label for m in plan.memes]
     scores = task_scores(gold, predictions, None if probabilities is None else probabilities.tolist(),
                          seed=settings.seed)
     scores["answers"] = dict(Counter(r.rule if r else "missing" for r in readings))
+    scores["judged"] = len(verdicts)
     scores["slices"] = _slices(plan.memes, predictions)
     scores["loading"] = plan.report.to_dict()
     return scores
@@ -215,15 +249,37 @@ def _slices(memes: list[Meme], predictions: list[int | None]) -> dict[str, dict[
             for name, values in sorted(groups.items())}
 
 
+def _judge(judge: Judge, shown: list[list[Message]], answers: list[str | None],
+           readings: list[Reading | None]) -> dict[int, str]:
+    """Send the answers read as unknown to the judge; its verdicts replace those readings (rule
+    "judge"). Returns the judge's reply per meme index it saw."""
+    unread = [i for i, (a, r) in enumerate(zip(answers, readings))
+              if a is not None and r is not None and r.label is None]
+    if not unread:
+        return {}
+    replies = judge.reread([_prompt_text(shown[i]) for i in unread], [answers[i] or "" for i in unread])
+    for i, (_, reading) in zip(unread, replies):
+        if reading.label is not None:
+            readings[i] = Reading(reading.label, "judge")
+    return {i: reply for i, (reply, _) in zip(unread, replies)}
+
+
+def _prompt_text(conversation: list[Message]) -> str:
+    """The question as text: the last user message, an image part shown as [image]."""
+    last = conversation[-1]["content"]
+    return last if isinstance(last, str) else "\n".join(p.get("text", "[image]") for p in last)
+
+
 def _write_samples(file: Path, requests: list[MemeRequest], shown: list[list[Message]], shots: list[list[Meme]],
-                   answers: list[str | None], readings: list[Any], probabilities: np.ndarray | None) -> None:
+                   answers: list[str | None], readings: list[Any], probabilities: np.ndarray | None,
+                   verdicts: dict[int, str]) -> None:
     rows = []
     for i, (request, answer, reading) in enumerate(zip(requests, answers, readings)):
         meme = request.meme
-        last = shown[i][-1]["content"]
-        prompt = last if isinstance(last, str) else "\n".join(p.get("text", "[image]") for p in last)
-        rows.append({"id": meme.id, "task": meme.task, "shots": [s.id for s in shots[i]], "prompt": prompt,
-                     "answer": answer, "prediction": reading.label if reading else None,
+        rows.append({"id": meme.id, "task": meme.task, "shots": [s.id for s in shots[i]],
+                     "prompt": _prompt_text(shown[i]), "answer": answer,
+                     **({"judge": verdicts[i]} if i in verdicts else {}),
+                     "prediction": reading.label if reading else None,
                      "rule": reading.rule if reading else "missing",
                      "gold": meme.label, "probability": None if probabilities is None else float(probabilities[i]),
                      "image": str(meme.image) if meme.image else None,
@@ -232,7 +288,7 @@ def _write_samples(file: Path, requests: list[MemeRequest], shown: list[list[Mes
 
 
 def _results(settings: EvalSettings, info: MemeSetInfo, style: PromptStyle, model: MemeModel,
-             tasks: dict[str, Any], skipped: dict[str, str]) -> dict[str, Any]:
+             tasks: dict[str, Any], skipped: dict[str, str], judge: Judge | None) -> dict[str, Any]:
     from verticals import __version__
 
     f1s, accuracies = [t["macro_f1"] for t in tasks.values()], [t["accuracy"] for t in tasks.values()]
@@ -241,6 +297,7 @@ def _results(settings: EvalSettings, info: MemeSetInfo, style: PromptStyle, mode
         "fixture": info.fixture,
         "settings": settings.to_dict(),
         "model": {"spec": model.spec, "fingerprint": model.fingerprint},
+        "judge": {"spec": judge.spec, "fingerprint": judge.fingerprint} if judge is not None else None,
         "prompt": {"style": style.name, "fingerprint": style.fingerprint, "template": style.template,
                    "max_tokens": style.max_tokens, "shots": style.shots},
         "versions": {"verticals": __version__, "python": sys.version.split()[0]},
