@@ -47,6 +47,9 @@ def eval(  # noqa: A001 - the command is called eval
     adapter: Annotated[Path | None, typer.Option(help="a LoRA adapter folder for a local text model")] = None,
     max_unknown: Annotated[float, typer.Option(help="stop when a task's share of answers that cannot be read as "
                                                     "Yes or No passes this (1 = never stop)")] = 0.5,
+    judge: Annotated[str, typer.Option(help="a model (bundled, a folder or a URL) that rereads the answers the "
+                                            "rules cannot read; its verdicts are marked in the samples")] = "",
+    concurrency: Annotated[int, typer.Option(help="requests in flight to a server model")] = 8,
 ) -> None:
     """Evaluate a model; prints a table; results.json, samples_<task>.jsonl and report.md go to --out."""
     from verticals.goat.runner import EvalSettings, evaluate
@@ -54,7 +57,8 @@ def eval(  # noqa: A001 - the command is called eval
     from verticals.llm.cli import quiet_transformers
 
     settings = EvalSettings(data, model, out, tasks=tasks, prompt=prompt, split=split, seed=seed, limit=limit,
-                            probabilities=probabilities, strict=strict, adapter=adapter, max_unknown=max_unknown)
+                            probabilities=probabilities, strict=strict, adapter=adapter, max_unknown=max_unknown,
+                            judge=judge, concurrency=concurrency)
     quiet_transformers()
     results = evaluate(settings, cache=ResponseCache.default())
     table = Table(title=f"{results['model']['spec']} on {results['benchmark']} ({prompt})")
@@ -72,8 +76,40 @@ def eval(  # noqa: A001 - the command is called eval
     _wide().print(table)
     for name, why in results["tasks_left_out"].items():
         Console(stderr=True).print(f"{name} left out: {why}", markup=False, highlight=False)
-    Console(stderr=True).print(f"results in {out}/results.json, report in {out}/report.md", markup=False,
+    Console(stderr=True).print(f"results in {out}/results.json, report in {out}/report.html", markup=False,
                                highlight=False)
+
+
+@app.command(epilog="Example: verticals goat align --data memes --out runs/align-adapter; then verticals goat eval "
+                    "--data memes --model ocr+bundled --adapter runs/align-adapter --out runs/align")
+def align(
+    data: Annotated[Path, typer.Option(help="the meme set; its train split is learnt")],
+    out: Annotated[Path, typer.Option(help="a new folder for the LoRA adapter (and its checkpoints)")],
+    tasks: Annotated[str, typer.Option(help="all, or a comma list such as misogyny,sarcasm")] = "all",
+    base: Annotated[str, typer.Option(help="the text model to tune: bundled or a model folder")] = "bundled",
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 100,
+    batch_size: Annotated[int, typer.Option(help="memes per step")] = 8,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
+    max_length: Annotated[int, typer.Option(help="longest prompt and answer, in tokens (longer memes are left "
+                                                 "out and counted)")] = 512,
+    drop_rate: Annotated[float, typer.Option(help="DropBP drop rate (0 = off)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of data order and LoRA init")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out after its last checkpoint")] = False,
+) -> None:
+    """Learn each task's train split (OCR text + Yes/No, LoRA): the paper's supervised baseline, local."""
+    from verticals.goat.align import AlignSettings
+    from verticals.goat.align import align as train
+    from verticals.llm import ResponseCache
+    from verticals.llm.cli import quiet_transformers
+
+    settings = AlignSettings(data, out, tasks=tasks, base=base, steps=steps, batch_size=batch_size, lr=lr,
+                             max_length=max_length, drop_rate=drop_rate, seed=seed)
+    quiet_transformers()
+    record = train(settings, cache=ResponseCache.default(), resume=resume)
+    Console(stderr=True).print(
+        f"done: {record['steps']} steps on {record['examples']} memes, final loss {record['final_loss']:.4f}\n"
+        f"evaluate it: verticals goat eval --data {data} --model ocr+{base} --adapter {out} --out runs/align",
+        markup=False, highlight=False)
 
 
 @app.command(epilog="Example: verticals goat compare runs/ocr-bundled runs/qwen")
