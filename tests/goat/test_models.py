@@ -54,7 +54,8 @@ def test_a_local_text_model_must_say_how_it_sees_images() -> None:
         open_meme_model("bundled", cache=None)
 
 
-def test_fusion_learns_each_task_from_its_train_split(fixture_set: Path, tmp_path: Path) -> None:
+def test_fusion_learns_each_task_from_its_train_split(fixture_set: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cache = ResponseCache(tmp_path / "cache.sqlite")
     results = evaluate(EvalSettings(fixture_set, "fusion", tmp_path / "run", tasks="harmfulness,sarcasm",
                                     probabilities=True), cache=cache)
@@ -65,3 +66,14 @@ def test_fusion_learns_each_task_from_its_train_split(fixture_set: Path, tmp_pat
     assert all((r["probability"] >= 0.5) == (r["prediction"] == 1) for r in rows)
     with pytest.raises(GoatError, match="learns from the train split"):
         evaluate(EvalSettings(fixture_set, "fusion:text", tmp_path / "run2", split="train"))
+    # a rerun computes no feature: every row comes from the cache, and the scores are the same
+    from verticals.encoders import image, text
+
+    def fail(*_: object, **__: object) -> None:
+        raise AssertionError("a feature was computed again")
+
+    monkeypatch.setattr(image, "image_features", fail)
+    monkeypatch.setattr(text, "embed_texts", fail)
+    again = evaluate(EvalSettings(fixture_set, "fusion", tmp_path / "run3", tasks="harmfulness,sarcasm",
+                                  probabilities=True), cache=cache)
+    assert again["tasks"] == results["tasks"]

@@ -1,5 +1,7 @@
 """Models that several systems share, loaded lazily and once: the OCR that reads text in images
-(GOAT's memes, image parts sent to `verticals llm serve`). Imports nothing else of ours.
+(GOAT's memes, image parts sent to `verticals llm serve`), the MiniLM sentence encoder (GOAT's
+fusion baseline, the patient assistant) and the Open-NSFW picture features (GOAT's fusion).
+Imports nothing else of ours.
 
 Example:
     >>> from verticals.encoders import read_text                  # doctest: +SKIP
@@ -18,13 +20,19 @@ class EncoderError(ValueError):
 
 
 if TYPE_CHECKING:
+    from verticals.encoders.image import image_encoder_name, image_features
     from verticals.encoders.ocr import ocr_engine, read_text
+    from verticals.encoders.text import embed_texts, text_encoder_name
 
-__all__ = ["EncoderError", "ocr_engine", "read_text"]
+__all__ = ["EncoderError", "embed_texts", "image_encoder_name", "image_features", "ocr_engine", "read_text",
+           "text_encoder_name"]
+
+_LAZY = {"ocr_engine": "ocr", "read_text": "ocr", "image_encoder_name": "image", "image_features": "image",
+         "embed_texts": "text", "text_encoder_name": "text"}
 
 
 def __getattr__(name: str) -> Any:
-    # onnxruntime and OpenCV load only when text is first read
-    if name in ("ocr_engine", "read_text"):
-        return getattr(importlib.import_module("verticals.encoders.ocr"), name)
+    # onnxruntime, OpenCV and sentence-transformers load only when first used
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"verticals.encoders.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'verticals.encoders' has no attribute {name!r}")

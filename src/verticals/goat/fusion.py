@@ -8,6 +8,10 @@ both side by side (`fusion`), so that what each modality is worth shows in the l
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -31,15 +35,14 @@ class FusionModel(MemeModel):
     trains = True
 
     def __init__(self, spec: str, parts: str, cache: ResponseCache | None) -> None:
-        from verticals.encoders import ocr_engine, read_text
-        from verticals.encoders.image import image_encoder_name
-        from verticals.encoders.text import text_encoder_name
+        from verticals.encoders import image_encoder_name, ocr_engine, read_text, text_encoder_name
 
         if parts not in PARTS:
             raise GoatError(f"fusion takes text, image or both, got {parts!r}")
         self.spec, self.parts = spec, parts
         self._names = [ocr_engine(), text_encoder_name(), image_encoder_name()]
         self._read = cached_reader(read_text, self._names[0], cache)
+        self._cache = cache
         self._head: Pipeline | None = None
         self._task = ""
         self._last: tuple[object, np.ndarray] = (None, np.zeros(0))
@@ -76,8 +79,7 @@ class FusionModel(MemeModel):
         return self._last[1]
 
     def _features(self, memes: list[Meme], what: str) -> np.ndarray:
-        from verticals.encoders.image import image_features
-        from verticals.encoders.text import embed_texts
+        from verticals.encoders import embed_texts, image_features
 
         missing = [m.id for m in memes if m.image is None]
         if missing:
@@ -90,7 +92,27 @@ class FusionModel(MemeModel):
                 for data in pictures:
                     texts.append(self._read(data))
                     advance()
-            blocks.append(embed_texts(texts))
+            blocks.append(_cached(lambda items: embed_texts([t.decode() for t in items]), self._names[1],
+                                  [t.encode() for t in texts], self._cache))
         if self.parts in ("image", "both"):
-            blocks.append(image_features(pictures))
+            blocks.append(_cached(image_features, self._names[2], pictures, self._cache))
         return np.hstack(blocks)
+
+
+def _cached(encode: Callable[[list[bytes]], np.ndarray], encoder: str, items: list[bytes],
+            cache: ResponseCache | None) -> np.ndarray:
+    """`encode(items)`, each row remembered in `cache` under (encoder, its input's SHA-256) as float32,
+    so a rerun, or another fusion variant on the same memes, computes no feature twice."""
+    if cache is None:
+        return np.asarray(encode(items), dtype=np.float32)
+    keys = [hashlib.sha256(f"features\x1f{encoder}\x1f{hashlib.sha256(item).hexdigest()}".encode()).hexdigest()
+            for item in items]
+    found = cache.get_many(keys)
+    rows = {i: np.frombuffer(base64.b64decode(found[key]), dtype=np.float32) for i, key in enumerate(keys)
+            if key in found}
+    missing = [i for i in range(len(items)) if i not in rows]
+    if missing:
+        computed = np.asarray(encode([items[i] for i in missing]), dtype=np.float32)
+        cache.put_many({keys[i]: base64.b64encode(row.tobytes()).decode("ascii") for i, row in zip(missing, computed)})
+        rows.update(zip(missing, computed))
+    return np.stack([rows[i] for i in range(len(items))])
