@@ -51,3 +51,15 @@ def test_image_features_are_the_pooled_layer_and_tell_pictures_apart() -> None:
     assert np.allclose(features[0], features[1]) and not np.allclose(features[0], features[2])
     with pytest.raises(EncoderError, match="cannot read an image"):
         image_features([b"\x89PNG broken"])
+
+
+@pytest.mark.parametrize(("truths", "reads", "rate"), [
+    (["sunset at the beach"], ["SUNSET  AT THE BEACH"], 0.0),       # case and spacing are not errors
+    (["sunset at the beach"], ["SUNSETAT THE BEACH"], 1 / 19),       # a lost space is one deletion
+    (["abcd", "ef"], ["abed", ""], 3 / 6),                            # one substitution, two deletions
+    (["ab"], ["abxy"], 1.0),                                          # insertions count too
+])
+def test_character_error_rate_counts_edits_over_the_truths_characters(truths, reads, rate) -> None:  # type: ignore[no-untyped-def]
+    from verticals.encoders import character_error_rate
+
+    assert character_error_rate(truths, reads) == pytest.approx(rate)

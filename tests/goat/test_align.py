@@ -58,18 +58,39 @@ def test_each_train_meme_is_asked_with_its_ocr_text_and_answered_from_gold(
     assert saved["split"] == "train" and saved["tasks"] == ["sarcasm"] and saved["final_loss"] == 0.5
 
 
-def test_resume_refuses_training_memes_that_changed(memes: Path, tiny_model_dir: Path, tmp_path: Path,
-                                                    captured: list) -> None:  # type: ignore[type-arg]
+def test_resume_continues_a_killed_run_and_refuses_training_memes_that_changed(
+        memes: Path, tiny_model_dir: Path, tmp_path: Path, captured: list, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    from verticals.finetune import train
+
     settings = AlignSettings(memes, tmp_path / "adapter", tasks="sarcasm", base=str(tiny_model_dir))
     cache = ResponseCache(tmp_path / "cache.sqlite")
-    align(settings, cache=cache)
-    align(settings, cache=cache, resume=True)  # the same memes: it continues
+    finish = train.finetune
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "finetune", killed)
+    with pytest.raises(KeyboardInterrupt):
+        align(settings, cache=cache)
+    assert "final_loss" not in json.loads((tmp_path / "adapter" / "goat_align.json").read_text())
+    with pytest.raises(GoatError, match="not empty"):  # a new run there would mix with the killed one
+        align(settings, cache=cache)
+    monkeypatch.setattr(train, "finetune", finish)
+    assert align(settings, cache=cache, resume=True)["final_loss"] == 0.5  # the same memes: it continues
+    assert len(captured) == 1
+    assert align(settings, cache=cache, resume=True)["final_loss"] == 0.5  # finished: nothing is trained again
+    assert len(captured) == 1
+    with pytest.raises(GoatError, match="other settings"):
+        align(AlignSettings(memes, tmp_path / "adapter", tasks="sarcasm", base=str(tiny_model_dir), lr=0.5),
+              cache=cache, resume=True)
     records = _train_records(memes)
     records[0]["label"] = 1 - records[0]["label"]
     (memes / "sarcasm" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(GoatError, match="conversations changed"):
         align(settings, cache=cache, resume=True)
-    assert len(captured) == 2
+    (tmp_path / "adapter" / "goat_align.json").write_text("[1, 2]")
+    with pytest.raises(GoatError, match="damaged"):
+        align(settings, cache=cache, resume=True)
 
 
 def test_unusable_settings_are_refused_before_any_image_is_read(memes: Path, tmp_path: Path,
@@ -87,6 +108,23 @@ def test_unusable_settings_are_refused_before_any_image_is_read(memes: Path, tmp
     assert not captured and not (tmp_path / "new").exists()
 
 
+def test_all_tasks_leaves_out_a_task_without_its_folder_or_images(memes: Path, tiny_model_dir: Path, tmp_path: Path,
+                                                                  captured: list, capsys) -> None:  # type: ignore[no-untyped-def, type-arg]
+    import shutil
+
+    shutil.rmtree(memes / "misogyny")
+    shutil.rmtree(memes / "hatefulness" / "img")
+    for task in ("offensiveness", "harmfulness"):
+        shutil.rmtree(memes / task)
+    record = align(AlignSettings(memes, tmp_path / "adapter", base=str(tiny_model_dir)),
+                   cache=ResponseCache(tmp_path / "cache.sqlite"))
+    assert record["tasks"] == ["sarcasm"] and record["examples"] == len(captured[0]) == 12
+    assert "hatefulness: left out" in capsys.readouterr().err
+    with pytest.raises(GoatError, match="hatefulness"):  # named explicitly, its images must be there
+        align(AlignSettings(memes, tmp_path / "other", tasks="hatefulness", base=str(tiny_model_dir)),
+              cache=ResponseCache(tmp_path / "cache.sqlite"))
+
+
 @pytest.mark.slow
 def test_an_aligned_adapter_is_evaluated_like_any_model_but_never_on_its_train_split(
         memes: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -99,10 +137,14 @@ def test_an_aligned_adapter_is_evaluated_like_any_model_but_never_on_its_train_s
     with pytest.raises(GoatError, match="learnt from the train split"):
         evaluate(EvalSettings(memes, model, tmp_path / "on-train", tasks="sarcasm", split="train", adapter=adapter),
                  cache=cache)
-    with pytest.raises(GoatError, match="was trained on"):
+    with pytest.raises(GoatError, match="trained on other weights"):
         evaluate(EvalSettings(memes, "ocr+bundled", tmp_path / "other-base", tasks="sarcasm", adapter=adapter),
                  cache=cache)
-    results = evaluate(EvalSettings(memes, model, tmp_path / "run", tasks="sarcasm", adapter=adapter,
-                                    max_unknown=1.0), cache=cache)
+    with pytest.raises(GoatError, match="learnt OCR text"):
+        evaluate(EvalSettings(memes, f"text+{tiny_model_dir}", tmp_path / "text", tasks="sarcasm", adapter=adapter),
+                 cache=cache)
+    # the same weights named another way are the same base
+    results = evaluate(EvalSettings(memes, f"ocr+{tiny_model_dir}/.", tmp_path / "run", tasks="sarcasm",
+                                    adapter=adapter, max_unknown=1.0), cache=cache)
     assert results["tasks"]["sarcasm"]["n"] == 10
     assert results["settings"]["adapter"] == str(adapter)

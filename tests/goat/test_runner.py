@@ -206,6 +206,30 @@ def test_a_judge_that_cannot_settle_an_answer_leaves_it_unknown(
     assert results["tasks"]["sarcasm"]["unknown_rate"] == 1.0
 
 
+@pytest.mark.parametrize("reply", ["", "Yes/No"])
+def test_an_answer_that_says_nothing_is_not_sent_to_the_judge(fixture_set: Path, tmp_path: Path, use_model,
+                                                              monkeypatch: pytest.MonkeyPatch, reply: str) -> None:  # type: ignore[no-untyped-def]
+    from verticals.goat.judge import Judge
+
+    use_model(Scripted(reply=reply))
+    judge_lm = JudgeLM()
+    monkeypatch.setattr(runner, "open_judge", lambda spec, **_: Judge(spec, judge_lm, "{question} {answer}", 8))
+    results = evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm", judge="bundled", max_unknown=1.0))
+    assert judge_lm.seen == [] and results["tasks"]["sarcasm"]["unknown_rate"] == 1.0
+
+
+def test_a_run_from_before_a_setting_existed_resumes_under_its_default(fixture_set: Path, tmp_path: Path,
+                                                                      use_model) -> None:  # type: ignore[no-untyped-def]
+    use_model(Scripted())
+    first = evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm"))
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    del saved["judge"]
+    (tmp_path / "run" / "settings.json").write_text(json.dumps(saved))
+    assert evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm"))["tasks"] == first["tasks"]
+    with pytest.raises(GoatError, match="judge changed"):
+        evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm", judge="bundled"))
+
+
 def test_k_shot_prompts_carry_examples_from_the_train_split(fixture_set: Path, tmp_path: Path, use_model) -> None:  # type: ignore[no-untyped-def]
     use_model(Scripted())
     evaluate(settings(fixture_set, tmp_path / "run", tasks="sarcasm", prompt="k-shot"))

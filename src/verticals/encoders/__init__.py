@@ -21,14 +21,14 @@ class EncoderError(ValueError):
 
 if TYPE_CHECKING:
     from verticals.encoders.image import image_encoder_name, image_features
-    from verticals.encoders.ocr import ocr_engine, read_text
+    from verticals.encoders.ocr import character_error_rate, ocr_engine, read_text
     from verticals.encoders.text import embed_texts, text_encoder_name
 
-__all__ = ["EncoderError", "embed_texts", "image_encoder_name", "image_features", "ocr_engine", "read_text",
-           "text_encoder_name"]
+__all__ = ["EncoderError", "character_error_rate", "embed_texts", "image_encoder_name", "image_features",
+           "ocr_engine", "read_text", "text_encoder_name"]
 
-_LAZY = {"ocr_engine": "ocr", "read_text": "ocr", "image_encoder_name": "image", "image_features": "image",
-         "embed_texts": "text", "text_encoder_name": "text"}
+_LAZY = {"character_error_rate": "ocr", "ocr_engine": "ocr", "read_text": "ocr", "image_encoder_name": "image",
+         "image_features": "image", "embed_texts": "text", "text_encoder_name": "text"}
 
 
 def __getattr__(name: str) -> Any:

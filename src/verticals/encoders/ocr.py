@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
@@ -85,3 +86,29 @@ def _in_reading_order(found: list[Any]) -> str:
             row_top, row_height = top, height
         rows[-1].append((left, text))
     return " ".join(text for row in rows for _, text in sorted(row) if text)
+
+
+def character_error_rate(truths: Sequence[str], reads: Sequence[str]) -> float:
+    """Edits (insertions, deletions, substitutions) needed to turn each read text into its truth, over
+    the truths' characters; case and runs of spaces are not counted (the OCR reads capitals as drawn).
+
+    Example:
+        >>> character_error_rate(["a cat"], ["A  CAT"]), character_error_rate(["abcd"], ["abed"])
+        (0.0, 0.25)
+    """
+    errors = characters = 0
+    for truth, read in zip(truths, reads, strict=True):
+        truth, read = " ".join(truth.upper().split()), " ".join(read.upper().split())
+        errors += _edits(truth, read)
+        characters += len(truth)
+    return errors / characters if characters else 0.0
+
+
+def _edits(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]

@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Any
 from verticals.finetune.config import FinetuneConfig, FinetuneError
 
 if TYPE_CHECKING:
+    from verticals.finetune.data import tokenize
     from verticals.finetune.train import FinetuneResult, finetune
 
-__all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "finetune", "tokenize"]
 
 
 def __getattr__(name: str) -> Any:
     # torch loads only when training is asked for (keeps `verticals --help` fast)
     if name in ("FinetuneResult", "finetune"):
         return getattr(importlib.import_module("verticals.finetune.train"), name)
+    if name == "tokenize":  # how an example is tokenised for training, to check its length beforehand
+        return getattr(importlib.import_module("verticals.finetune.data"), name)
     raise AttributeError(f"module 'verticals.finetune' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -106,10 +107,10 @@ def align(
                              max_length=max_length, drop_rate=drop_rate, seed=seed)
     quiet_transformers()
     record = train(settings, cache=ResponseCache.default(), resume=resume)
-    Console(stderr=True).print(
-        f"done: {record['steps']} steps on {record['examples']} memes, final loss {record['final_loss']:.4f}\n"
-        f"evaluate it: verticals goat eval --data {data} --model ocr+{base} --adapter {out} --out runs/align",
-        markup=False, highlight=False)
+    loss = "unknown" if record["final_loss"] is None else f"{record['final_loss']:.4f}"
+    print(f"done: {record['steps']} steps on {record['examples']} memes, final loss {loss}\n"
+          f"evaluate it: verticals goat eval --data {data} --model ocr+{base} --adapter {out} --out runs/align",
+          file=sys.stderr)
 
 
 @app.command(epilog="Example: verticals goat compare runs/ocr-bundled runs/qwen")
@@ -146,6 +147,4 @@ def leaderboard(
 
 def _wide() -> Console:
     """A console that does not squeeze tables to 80 columns when the output goes to a file or a pipe."""
-    import sys
-
     return Console() if sys.stdout.isatty() else Console(width=130)

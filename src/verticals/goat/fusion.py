@@ -27,6 +27,8 @@ from verticals.progress import progress_bar
 PARTS = ("text", "image", "both")
 #: inverse regularisation of the logistic regression (scikit-learn's default; features are standardised)
 C = 1.0
+#: raise when the features change for a reason the encoders' names do not show (our pre-processing)
+FEATURES_VERSION = 1
 
 
 class FusionModel(MemeModel):
@@ -105,8 +107,8 @@ def _cached(encode: Callable[[list[bytes]], np.ndarray], encoder: str, items: li
     so a rerun, or another fusion variant on the same memes, computes no feature twice."""
     if cache is None:
         return np.asarray(encode(items), dtype=np.float32)
-    keys = [hashlib.sha256(f"features\x1f{encoder}\x1f{hashlib.sha256(item).hexdigest()}".encode()).hexdigest()
-            for item in items]
+    scope = f"features\x1f{FEATURES_VERSION}\x1f{encoder}\x1f"
+    keys = [hashlib.sha256((scope + hashlib.sha256(item).hexdigest()).encode()).hexdigest() for item in items]
     found = cache.get_many(keys)
     rows = {i: np.frombuffer(base64.b64decode(found[key]), dtype=np.float32) for i, key in enumerate(keys)
             if key in found}
@@ -115,4 +117,8 @@ def _cached(encode: Callable[[list[bytes]], np.ndarray], encoder: str, items: li
         computed = np.asarray(encode([items[i] for i in missing]), dtype=np.float32)
         cache.put_many({keys[i]: base64.b64encode(row.tobytes()).decode("ascii") for i, row in zip(missing, computed)})
         rows.update(zip(missing, computed))
+    if len({row.shape for row in rows.values()}) > 1:  # a damaged entry: compute them all again
+        computed = np.asarray(encode(items), dtype=np.float32)
+        cache.put_many({key: base64.b64encode(row.tobytes()).decode("ascii") for key, row in zip(keys, computed)})
+        return computed
     return np.stack([rows[i] for i in range(len(items))])

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
+from verticals.goat.config import GoatError
 from verticals.goat.extract import Reading, read_answer
 from verticals.llm import LanguageModel, ResponseCache, open_model
 
@@ -50,5 +51,10 @@ def open_judge(spec: str, *, cache: ResponseCache | None, concurrency: int = 8) 
     """The judge a `--judge` spec names (`bundled`, a model folder or a server URL), its weights
     loaded on first use, so a rerun whose verdicts are cached never loads them."""
     entry = tomllib.loads(resources.files("verticals.goat").joinpath("judge.toml").read_text("utf-8"))
+    template, max_tokens = entry.get("template"), entry.get("max_tokens")
+    if not isinstance(template, str) or set(_FIELD.findall(template)) != {"question", "answer"}:
+        raise GoatError("judge.toml: the template must contain {question} and {answer}")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise GoatError("judge.toml: max_tokens must be a positive whole number")
     lm = open_model(spec.removeprefix("openai:"), cache=cache, concurrency=concurrency, lazy=True)
-    return Judge(spec, lm, entry["template"], int(entry["max_tokens"]))
+    return Judge(spec, lm, template, max_tokens)

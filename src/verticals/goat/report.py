@@ -238,7 +238,7 @@ def _chart(file: Path, results: dict[str, Any]) -> None:
     axes.set_ylim(0, 1)
     axes.set_ylabel("macro-F1 (95% interval)")
     title = f"{results['model']['spec']}, {results['prompt']['style']}"
-    axes.set_title(title + (" (fixture)" if results["fixture"] else ""))
+    axes.set_title(title + (" (fixture)" if results["fixture"] else ""), parse_math=False)  # a spec may hold "$"
     axes.axhline(results["overall"]["macro_f1"], color="#dd8452", linestyle="--", label="mean over tasks")
     axes.legend(loc="upper right")
     figure.tight_layout()

@@ -7,8 +7,8 @@ the output folder. Then, per task: ask, read the answers, score. Every request g
 `results.json` as an uninterrupted one.
 
 Outputs in `--out`: `results.json` (every setting, per-task scores, what was skipped),
-`samples_<task>.jsonl` (each meme's prompt, raw answer, reading, gold label, P(Yes)) and
-`report.md`.
+`samples_<task>.jsonl` (each meme's prompt, raw answer, reading, gold label, P(Yes)),
+`report.md` and `report.html`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,9 @@ class EvalSettings:
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RESULTS}
 
 
+_JUDGE_HINT = " (a --judge model may read them: run again with a new --out, the answers are cached)"
+#: readings of answers that say nothing at all: no judge can find a verdict in them
+_NOTHING_SAID = ("empty", "echo")
 #: settings that change how a run goes, never what it finds
 _NOT_IN_RESULTS = ("concurrency",)
 
@@ -184,24 +187,35 @@ def _check_out(settings: EvalSettings) -> None:
         earlier = None
     if not isinstance(earlier, dict):
         raise GoatError(f"{file} is damaged; delete {out} to start over")
-    changed = sorted(k for k, v in settings.results_depend_on().items() if earlier.get(k) != v)
+    defaults = {f.name: f.default for f in fields(EvalSettings)}  # a run from before a setting existed had its default
+    changed = sorted(k for k, v in settings.results_depend_on().items() if earlier.get(k, defaults.get(k)) != v)
     if changed:
         raise GoatError(f"{out} holds a run with other settings ({', '.join(changed)} changed); "
                         "give another --out, or delete the folder to start over")
 
 
 def _check_adapter(settings: EvalSettings) -> None:
-    """An `align` adapter is never scored on the split it learnt, nor loaded on another base model."""
+    """An `align` adapter is scored as it learnt: through `ocr+` on the same base weights and OCR,
+    and never on the split it learnt."""
     record = trained_on(settings.adapter) if settings.adapter is not None else None
     if record is None:
         return
     if settings.split == record.get("split"):
         raise GoatError(f"the adapter in {settings.adapter} learnt from the {settings.split} split: "
                         "evaluate another split")
-    inner = settings.model.partition("+")[2]
-    if inner != record.get("base"):
-        raise GoatError(f"the adapter in {settings.adapter} was trained on {record.get('base')}; "
-                        f"evaluate it with --model ocr+{record.get('base')}")
+    base = record.get("base")
+    if not settings.model.startswith("ocr+"):
+        raise GoatError(f"the adapter in {settings.adapter} learnt OCR text in the image's place: evaluate it "
+                        f"with --model ocr+{base}")
+    from verticals.encoders import ocr_engine
+    from verticals.llm import open_model
+
+    if open_model(settings.model.removeprefix("ocr+"), lazy=True).fingerprint != record.get("base_fingerprint"):
+        raise GoatError(f"the adapter in {settings.adapter} was trained on other weights ({base} as it was then); "
+                        f"evaluate it with --model ocr+{base} on those weights, or train it again")
+    if ocr_engine() != record.get("ocr"):
+        raise GoatError(f"the adapter in {settings.adapter} learnt text read by {record.get('ocr')}, and this "
+                        f"OCR is {ocr_engine()}: train it again")
 
 
 def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: EvalSettings,
@@ -226,7 +240,7 @@ def _run_task(plan: _TaskPlan, model: MemeModel, style: PromptStyle, settings: E
         raise GoatError(f"{plan.task.name}: {unknown} of {len(plan.memes)} answers could not be read as Yes or No "
                         f"({', '.join(f'{n} {k}' for k, n in rules.most_common())}), more than --max-unknown "
                         f"{settings.max_unknown:g} allows: the score would measure the reader, not the model"
-                        f"{'' if judge else ' (a --judge model may read them)'}. The "
+                        f"{'' if judge else _JUDGE_HINT}. The "
                         f"answers are in {samples}; first: {(answers[predictions.index(None)] or '(none)')[:100]!r}")
     gold = [m.label for m in plan.memes]
     scores = task_scores(gold, predictions, None if probabilities is None else probabilities.tolist(),
@@ -254,7 +268,7 @@ def _judge(judge: Judge, shown: list[list[Message]], answers: list[str | None],
     """Send the answers read as unknown to the judge; its verdicts replace those readings (rule
     "judge"). Returns the judge's reply per meme index it saw."""
     unread = [i for i, (a, r) in enumerate(zip(answers, readings))
-              if a is not None and r is not None and r.label is None]
+              if a is not None and r is not None and r.label is None and r.rule not in _NOTHING_SAID]
     if not unread:
         return {}
     replies = judge.reread([_prompt_text(shown[i]) for i in unread], [answers[i] or "" for i in unread])

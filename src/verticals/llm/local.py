@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +22,17 @@ from verticals.llm.cache import ResponseCache
 from verticals.llm.errors import LLMError, ModelLoadError
 from verticals.llm.messages import Message, Prompt, as_messages, text_of
 
-#: what loading sets; a lazy model loads when one of them is first asked for
-_LOADED = ("tokenizer", "model", "eos_ids", "_token_bytes")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class _Weights:
+    """What loading makes; a lazy model makes it on first use."""
+
+    tokenizer: Any
+    model: torch.nn.Module
+    eos_ids: set[int]
+    token_bytes: TokenBytes
 
 
 @dataclass
@@ -80,20 +90,40 @@ class LocalModel(LanguageModel):
         self.dtype = DTYPES[dtype] if dtype != "auto" else default_dtype
         self.max_batch_tokens = max_batch_tokens
         _check_files(self.path, self.adapter)
+        self._weights: _Weights | None = None
+        self._lock = threading.Lock()
         if not lazy:
-            self._load()
+            self._loaded()
 
-    def _load(self) -> None:
-        self.tokenizer, self.model = _load(self.path, self.adapter, self.device, self.dtype)
-        self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self._token_bytes = TokenBytes(self.tokenizer)
+    def _loaded(self) -> _Weights:
+        """The tokenizer and weights, loaded on first use (once, whichever thread asks first)."""
+        if self._weights is None:
+            with self._lock:
+                if self._weights is None:
+                    tokenizer, model = _load(self.path, self.adapter, self.device, self.dtype)
+                    self._weights = _Weights(tokenizer, model, _eos_ids(model, tokenizer), TokenBytes(tokenizer))
+        return self._weights
 
-    def __getattr__(self, name: str) -> object:
-        # only called for attributes not set yet: a lazy model loads on first use of one of these
-        if name in _LOADED:
-            self._load()
-            return object.__getattribute__(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @property
+    def tokenizer(self) -> Any:
+        return self._loaded().tokenizer
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._loaded().model
+
+    @property
+    def eos_ids(self) -> set[int]:
+        """Tokens that end a reply (the model's and the tokenizer's end-of-sequence ids)."""
+        return self._loaded().eos_ids
+
+    @eos_ids.setter
+    def eos_ids(self, ids: set[int]) -> None:
+        self._loaded().eos_ids = ids
+
+    @property
+    def _token_bytes(self) -> TokenBytes:
+        return self._loaded().token_bytes
 
     @classmethod
     def bundled(cls, **kwargs: object) -> LocalModel:
