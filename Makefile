@@ -56,6 +56,7 @@ bench: install
 	$(PY) benchmarks/dropbp_speed.py
 	$(PY) benchmarks/dropbp_gradient.py
 	$(PY) benchmarks/sersal.py
+	$(PY) benchmarks/goat.py
 
 clean-runs:
 	rm -rf runs/demo-heart runs/goat-fixture runs/demo-goat
