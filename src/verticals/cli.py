@@ -17,6 +17,8 @@ from verticals.goat.cli import app as goat_app
 from verticals.goat.config import GoatError
 from verticals.llm.cli import app as llm_app
 from verticals.llm.errors import LLMError
+from verticals.patient.cli import app as patient_app
+from verticals.patient.config import PatientError
 from verticals.serval.cli import app as serval_app
 from verticals.serval.config import ServalError
 
@@ -27,10 +29,11 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(finetune_app, name="finetune")
 app.add_typer(serval_app, name="serval")
 app.add_typer(goat_app, name="goat")
+app.add_typer(patient_app, name="patient")
 
 #: errors that are the user's to fix: one line, exit code 2, never a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (LLMError, FinetuneError, DropBPError, ServalError, GoatError,
-                                            EncoderError)
+                                            EncoderError, PatientError)
 
 
 @app.callback(invoke_without_command=True)

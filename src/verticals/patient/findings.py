@@ -1,0 +1,278 @@
+"""Findings in report sentences: which the sentence names, whether it says they are there, not
+there, or maybe there, and what it says about them (side, place, size, change, image numbers).
+
+The lexicon (`findings.toml`) maps report phrases to findings; the certainty rules
+(`context.toml`) follow NegEx and ConText: a trigger ("no", "possible", "is not seen") reaches the
+findings within `window` words of it, in its direction, until a termination word ("but",
+"however", ";"); the closest trigger decides; a pseudo-trigger ("no change") is no trigger.
+
+Example:
+    >>> [(m.finding, m.certainty) for m in find_mentions("No pleural effusion or pneumothorax.")]
+    [('pleural_effusion', 'absent'), ('pneumothorax', 'absent')]
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from verticals.patient.config import PatientError
+from verticals.patient.report import Report, Sentence
+
+PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
+#: when one report says a finding several ways, the strongest claim stands for the report
+_STRENGTH = {PRESENT: 2, UNCERTAIN: 1, ABSENT: 0}
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[;:]")
+_SIDES = {"right": "right", "left": "left", "bilateral": "both", "bilaterally": "both", "both": "both",
+          "bibasilar": "both", "bibasal": "both"}
+_PLACES = ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe",
+           "upper lobe", "middle lobe", "lower lobe", "lingula", "lingular", "apex", "apices", "apical", "base",
+           "bases", "basilar", "basal", "bibasilar", "perihilar", "hilar", "hilum", "retrocardiac", "subpleural",
+           "peripheral", "central", "costophrenic", "paratracheal", "subcarinal", "mediastinal", "lobe",
+           "segment", "fissure", "rul", "rml", "rll", "lul", "lll")
+_PLACE = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in sorted(_PLACES, key=len, reverse=True)) + r")\b")
+_SIZE = re.compile(r"\b\d+(?:\.\d+)?(?:\s*(?:x|by|\u00d7)\s*\d+(?:\.\d+)?)*\s*(?:mm|cm|millimeters?|centimeters?)\b")
+_CHANGES = ("new", "newly", "stable", "unchanged", "increased", "increasing", "enlarging", "decreased",
+            "decreasing", "smaller", "larger", "improved", "improving", "worsened", "worsening", "resolving",
+            "interval", "persistent", "persists", "redemonstrated", "again seen", "no change", "not changed",
+            "previously", "prior", "progressed", "progression", "grown", "growing", "shrunk")
+_CHANGE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(_CHANGES, key=len, reverse=True)) + r")\b")
+_IMAGE = re.compile(r"\bseries\s*#?\s*(\d+)\s*[,/;]?\s*(?:image|img|im)\s*#?\s*(\d+)\b")
+#: how far (in words) a side, place, size or change word may sit from the finding it describes
+_NEAR = 8
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A lexicon entry: the finding, the phrases that name it, and what it implies."""
+
+    id: str
+    name: str
+    terms: tuple[str, ...]
+    region: str
+    urgent: bool = False
+    urgent_if: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    normal: tuple[str, ...] = ()  # phrases that say it is not there ("heart size is normal")
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A finding named in a sentence, with the sentence's claim about it and its descriptors;
+    `start`/`end` are offsets in the sentence, `cue` the trigger that decided the certainty."""
+
+    finding: str
+    name: str
+    text: str
+    start: int
+    end: int
+    certainty: str
+    cue: str = ""
+    side: str = ""
+    places: tuple[str, ...] = ()
+    sizes: tuple[str, ...] = ()
+    changes: tuple[str, ...] = ()
+    images: tuple[tuple[int, int], ...] = ()
+    urgent: bool = False
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The certainty rules: phrase -> roles ("absent_before", "uncertain_after", "pseudo", "end", ...)."""
+
+    roles: dict[str, frozenset[str]]
+    window: int
+    pattern: re.Pattern[str]
+
+
+class Lexicon:
+    """The findings of `findings.toml`, with one compiled pattern over every phrase."""
+
+    def __init__(self, findings: Iterable[Finding]) -> None:
+        self.findings = {f.id: f for f in findings}
+        self._by_phrase: dict[str, tuple[Finding, bool]] = {}
+        for finding in self.findings.values():
+            for phrase, normal in [(t, False) for t in finding.terms] + [(n, True) for n in finding.normal]:
+                key = " ".join(phrase.lower().split())
+                if key in self._by_phrase and self._by_phrase[key][0].id != finding.id:
+                    raise PatientError(f"findings.toml: {key!r} names both {self._by_phrase[key][0].id} and "
+                                       f"{finding.id}")
+                self._by_phrase[key] = (finding, normal)
+        phrases = sorted(self._by_phrase, key=len, reverse=True)
+        self._pattern = re.compile(r"\b(?:" + "|".join(_flexible(p) for p in phrases) + r")\b")
+
+    def matches(self, lower: str) -> list[tuple[Finding, bool, int, int]]:
+        """(finding, is-a-normal-phrase, start, end) of each phrase in a lower-cased sentence."""
+        found = []
+        for match in self._pattern.finditer(lower):
+            finding, normal = self._by_phrase[_key(match.group())]
+            found.append((finding, normal, match.start(), match.end()))
+        return found
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _flexible(phrase: str) -> str:
+    """A phrase as a pattern that allows any run of spaces (line breaks too) between its words."""
+    return r"\s+".join(re.escape(word) for word in phrase.split())
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> Lexicon:
+    """The bundled lexicon (`findings.toml`), checked.
+
+    Raises:
+        PatientError: the file is malformed (a field missing or mistyped, a phrase under two findings).
+    """
+    table = tomllib.loads(resources.files("verticals.patient").joinpath("findings.toml").read_text("utf-8"))
+    findings = []
+    for key, entry in table.get("findings", {}).items():
+        try:
+            findings.append(Finding(key, str(entry["name"]), tuple(entry["terms"]), str(entry["region"]),
+                                    bool(entry.get("urgent", False)), tuple(entry.get("urgent_if", ())),
+                                    tuple(entry.get("labels", ())), tuple(entry.get("normal", ()))))
+        except (KeyError, TypeError) as err:
+            raise PatientError(f"findings.toml [findings.{key}]: missing or mistyped field {err}") from err
+    if not findings:
+        raise PatientError("findings.toml holds no findings")
+    return Lexicon(findings)
+
+
+@lru_cache(maxsize=1)
+def rules() -> Rules:
+    """The bundled certainty rules (`context.toml`)."""
+    table = tomllib.loads(resources.files("verticals.patient").joinpath("context.toml").read_text("utf-8"))
+    roles: dict[str, set[str]] = {}
+    for certainty in (ABSENT, UNCERTAIN):
+        for direction in ("before", "after"):
+            for phrase in table[certainty][direction]:
+                roles.setdefault(_key(phrase.lower()), set()).add(f"{certainty}_{direction}")
+    for phrase in table["pseudo"]["phrases"]:
+        roles.setdefault(_key(phrase.lower()), set()).add("pseudo")
+    for phrase in table["termination"]["phrases"]:
+        roles.setdefault(_key(phrase.lower()), set()).add("end")
+    phrases = sorted(roles, key=len, reverse=True)
+    pattern = re.compile("|".join(
+        (r"\b" if p[0].isalnum() else "") + _flexible(p) + (r"\b" if p[-1].isalnum() else "") for p in phrases))
+    return Rules({p: frozenset(r) for p, r in roles.items()}, int(table.get("window", 8)), pattern)
+
+
+def find_mentions(sentence: str, lex: Lexicon | None = None) -> list[Mention]:
+    """Every finding the sentence names, with its certainty and descriptors."""
+    lex = lex or lexicon()
+    context = rules()
+    lower = sentence.lower()
+    words = [(m.start(), m.end()) for m in _WORD.finditer(lower)]
+    matches = lex.matches(lower)
+    taken = [(s, e) for _, _, s, e in matches]
+    masked = lower  # triggers are looked for around the findings, never inside them ("no focal | focal nodule")
+    for s, e in taken:
+        masked = masked[:s] + "\x00" * (e - s) + masked[e:]
+    triggers = [(m.start(), m.end(), context.roles[_key(m.group())]) for m in context.pattern.finditer(masked)]
+    ends = [(s, e) for s, e, r in triggers if "end" in r]
+    images = tuple((int(a), int(b)) for a, b in _IMAGE.findall(lower))
+    mentions = []
+    for finding, normal, start, end in matches:
+        # a descriptor belongs to this finding when no termination and no other finding stands between
+        barriers = ends + [(s, e) for s, e in taken if (s, e) != (start, end)]
+        if normal:
+            certainty, cue = ABSENT, lower[start:end]
+        else:
+            certainty, cue = _certainty(start, end, triggers, ends, words, context.window, lower)
+        mentions.append(Mention(
+            finding.id, finding.name, sentence[start:end], start, end, certainty, cue,
+            side=_side(lower, start, end, words, barriers),
+            places=_texts(_near(_PLACE, lower, start, end, words, barriers)),
+            sizes=_texts(_near(_SIZE, lower, start, end, words, barriers)),
+            changes=_texts(_near(_CHANGE, lower, start, end, words, barriers)),
+            images=images,
+            urgent=certainty != ABSENT and (finding.urgent or _qualified(lower, start, finding.urgent_if, words)),
+        ))
+    return mentions
+
+
+def _certainty(start: int, end: int, triggers: list[tuple[int, int, frozenset[str]]], ends: list[tuple[int, int]],
+               words: list[tuple[int, int]], window: int, lower: str) -> tuple[str, str]:
+    """The closest trigger in scope decides: before the finding (reaching forward) or after it (backward)."""
+    best: tuple[int, str, str] | None = None
+    for t_start, t_end, roles in triggers:
+        if "pseudo" in roles:
+            continue
+        if t_end <= start:
+            distance, direction = _words_between(words, t_end, start), "before"
+            blocked = any(t_end <= e_start and e_end <= start for e_start, e_end in ends)
+        elif t_start >= end:
+            distance, direction = _words_between(words, end, t_start), "after"
+            blocked = any(end <= e_start and e_end <= t_start for e_start, e_end in ends)
+        else:
+            continue
+        for certainty in (UNCERTAIN, ABSENT):  # a phrase in both lists ("not excluded") is the hedge
+            if f"{certainty}_{direction}" in roles and not blocked and distance <= window:
+                if best is None or distance < best[0]:
+                    best = (distance, certainty, lower[t_start:t_end])
+                break
+    return (best[1], best[2]) if best else (PRESENT, "")
+
+
+def _words_between(words: list[tuple[int, int]], start: int, end: int) -> int:
+    return sum(1 for s, e in words if s >= start and e <= end)
+
+
+def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: list[tuple[int, int]],
+          barriers: list[tuple[int, int]]) -> list[re.Match[str]]:
+    """Matches of `pattern` within `_NEAR` words of the finding with no barrier between, nearest first."""
+    found = []
+    for match in pattern.finditer(lower):
+        if match.start() < end and start < match.end():
+            continue
+        left, right = (match.end(), start) if match.end() <= start else (end, match.start())
+        if any(left <= b_start and b_end <= right for b_start, b_end in barriers):
+            continue
+        gap = _words_between(words, left, right)
+        if gap <= _NEAR:
+            found.append((gap, match))
+    return [m for _, m in sorted(found, key=lambda pair: pair[0])]
+
+
+def _texts(matches: list[re.Match[str]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(m.group() for m in matches))
+
+
+_SIDE = re.compile(r"\b(?:" + "|".join(_SIDES) + r")\b")
+
+
+def _side(lower: str, start: int, end: int, words: list[tuple[int, int]], barriers: list[tuple[int, int]]) -> str:
+    near = _near(_SIDE, lower, start, end, words, barriers)
+    return _SIDES[near[0].group()] if near else ""
+
+
+def _qualified(lower: str, start: int, qualifiers: tuple[str, ...], words: list[tuple[int, int]]) -> bool:
+    """Whether a qualifier ("large", "tension") sits in the few words just before the finding."""
+    before = [lower[s:e] for s, e in words if e <= start][-4:]
+    return any(q.lower() in before for q in qualifiers)
+
+
+def strongest(certainties: Iterable[str]) -> str:
+    """The claim that stands for a finding said several ways in one report: present > uncertain > absent."""
+    return max(certainties, key=_STRENGTH.__getitem__)
+
+
+def report_mentions(report: Report, lex: Lexicon | None = None) -> list[tuple[Sentence, list[Mention]]]:
+    """Each sentence of the report with the findings it names."""
+    return [(sentence, find_mentions(sentence.text, lex)) for sentence in report.sentences]
+
+
+def report_findings(report: Report, lex: Lexicon | None = None) -> dict[str, str]:
+    """What the report says about each finding it names: present, uncertain or absent (the
+    strongest claim where it says several; the impression is not weighted over the findings)."""
+    said: dict[str, list[str]] = {}
+    for _, mentions in report_mentions(report, lex):
+        for mention in mentions:
+            said.setdefault(mention.finding, []).append(mention.certainty)
+    return {finding: strongest(claims) for finding, claims in said.items()}
