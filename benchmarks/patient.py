@@ -1,4 +1,6 @@
-"""The patient assistant's report reading against `radlabels`' 1,000 synthetic chest X-ray reports.
+"""The patient assistant: report reading against `radlabels`' reports, and question themes.
+
+Extraction: the patient assistant's report reading against `radlabels`' 1,000 synthetic chest X-ray reports.
 
 Each report's findings, as `verticals.patient` reads them (present, absent, uncertain; the strongest
 claim where a report says one several ways), are mapped to radlabels' label ids through the
@@ -6,7 +8,11 @@ lexicon's `labels` and compared with `synthetic_labels.json`: per certainty, pre
 claims we make, how many the labels share) and recall (of the labels' claims, how many we make),
 over the (report, label) pairs either side names. Then the labels we miss or add most often.
 
-      .venv/bin/python benchmarks/patient.py              (a few seconds)
+Themes: the classifier (MiniLM + logistic regression on the question set's train file) on the test
+file: accuracy, the confusion matrix, and how many urgent questions the red-flag rules or the
+classifier catch.
+
+      .venv/bin/python benchmarks/patient.py              (about half a minute)
 """
 
 from __future__ import annotations
@@ -75,11 +81,50 @@ def extraction(console: Console, worst: int) -> None:
     console.print(table)
 
 
+def theme_accuracy(console: Console) -> None:
+    from verticals.patient.classify import ThemeClassifier
+    from verticals.patient.themes import questions, themes
+    from verticals.patient.urgency import red_flags
+
+    start = time.perf_counter()
+    classifier = ThemeClassifier()
+    trained = time.perf_counter() - start
+    test = questions("test")
+    start = time.perf_counter()
+    guesses = classifier.guess([q.text for q in test])
+    per_question = (time.perf_counter() - start) / len(test)
+    names = list(themes())
+    accuracy = sum(g.theme == q.theme for g, q in zip(guesses, test)) / len(test)
+    unsure = [g.theme == q.theme for g, q in zip(guesses, test) if g.unsure]
+    table = Table(title=f"theme of {len(test)} held-out questions: accuracy {accuracy:.3f} (training {trained:.1f} s, "
+                        f"{per_question * 1000:.0f} ms a question); rows: true theme, columns: guessed")
+    table.add_column("theme")
+    for name in names:
+        table.add_column(name[:6], justify="right")
+    table.add_column("recall", justify="right")
+    for name in names:
+        row = [g.theme for g, q in zip(guesses, test) if q.theme == name]
+        table.add_row(name, *(str(row.count(other) or ".") for other in names), f"{row.count(name) / len(row):.2f}")
+    console.print(table)
+    urgent = [(g, q) for g, q in zip(guesses, test) if q.theme == "urgent"]
+    others = [(g, q) for g, q in zip(guesses, test) if q.theme != "urgent"]
+    caught = sum(g.theme == "urgent" or bool(red_flags(q.text)) for g, q in urgent)
+    alarms = sum(g.theme == "urgent" or bool(red_flags(q.text)) for g, q in others)
+    console.print(f"unsure guesses (p < 0.5): {len(unsure)}, of which right {sum(unsure)}; urgent questions caught "
+                  f"by the red-flag rules or the classifier: {caught} of {len(urgent)}; urgent notice on other "
+                  f"questions: {alarms} of {len(others)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worst", type=int, default=12, help="disagreements listed")
+    parser.add_argument("--part", choices=["all", "extraction", "themes"], default="all")
     args = parser.parse_args()
-    extraction(Console(width=130), args.worst)
+    console = Console(width=130)
+    if args.part in ("all", "extraction"):
+        extraction(console, args.worst)
+    if args.part in ("all", "themes"):
+        theme_accuracy(console)
 
 
 if __name__ == "__main__":

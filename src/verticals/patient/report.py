@@ -3,8 +3,8 @@ and its sentences, each with its place in the text so answers can cite it and a 
 
 Sections follow the usual headings (indication or history, technique, comparison, findings,
 impression), in capitals or not, with a colon or alone on their line; a report without headings is
-one section. Sentences end at a full stop, question or exclamation mark followed by a space and a
-capital or digit, or at a line break before a numbered item; "2.3 cm", "Dr. ___" and "e.g." do not
+one section. Sentences end at a full stop, question or exclamation mark followed by a line break,
+or by a space and a capital or digit; paragraphs and numbered or bulleted items end one too; "2.3 cm", "Dr. ___" and "e.g." do not
 end one.
 """
 
@@ -35,7 +35,7 @@ _WITH_COLON = re.compile(r"[ \t]*(?P<word>[A-Za-z][A-Za-z ]{0,30}?)[ \t]*:[ \t]*
 _BLOCK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+)")
 _ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 #: where a sentence may end: . ! or ? then space and something that starts a sentence
-_BOUNDARY = re.compile(r"[.!?]+[\"')]*\s+(?=[\"'(]?[A-Z0-9_])")
+_BOUNDARY = re.compile(r"[.!?]+[\"')]*(?:[ \t]*\n\s*|\s+(?=[\"'(]?[A-Z0-9_]))")
 #: abbreviations whose full stop does not end a sentence
 _ABBREVIATIONS = {"dr.", "mr.", "mrs.", "ms.", "vs.", "approx.", "e.g.", "i.e.", "fig.", "st.", "cf."}
 
