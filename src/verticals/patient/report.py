@@ -4,8 +4,8 @@ and its sentences, each with its place in the text so answers can cite it and a 
 Sections follow the usual headings (indication or history, technique, comparison, findings,
 impression), in capitals or not, with a colon or alone on their line; a report without headings is
 one section. Sentences end at a full stop, question or exclamation mark followed by a line break,
-or by a space and a capital or digit; paragraphs and numbered or bulleted items end one too; "2.3 cm", "Dr. ___" and "e.g." do not
-end one.
+or by a space and a capital or digit; paragraphs and numbered or bulleted items end one too;
+"2.3 cm", "Dr. ___" and "e.g." do not end one.
 """
 
 from __future__ import annotations
