@@ -109,7 +109,13 @@ def test_a_killed_run_resumes_without_asking_twice_and_ends_the_same(fixture_set
     assert not (tmp_path / "resumed" / "results.json").exists()
     again = use_model(Scripted(cache=cache))
     resumed = evaluate(settings(fixture_set, tmp_path / "resumed"))
-    assert again.calls == 30  # the first two tasks came from the cache
+    # the first two tasks came from the cache; of the other three, each distinct question is asked once
+    from verticals.goat.data import load_split
+    from verticals.goat.tasks import paper_tasks
+
+    later = [load_split(fixture_set, paper_tasks()[t], "test", images=False)[0]
+             for t in ("offensiveness", "sarcasm", "harmfulness")]
+    assert 0 < again.calls <= sum(len({m.text for m in memes}) for memes in later) < 30
     assert without_out(resumed) == without_out(whole)
 
 

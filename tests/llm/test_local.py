@@ -83,10 +83,23 @@ def test_partially_cached_list_sends_only_misses(tiny_model, tmp_path, monkeypat
     np.testing.assert_allclose(probs, full, atol=1e-6)
 
 
+def test_a_prompt_asked_twice_is_computed_once_and_answered_alike(tiny_model, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tiny_model, "cache", ResponseCache(tmp_path / "c.sqlite"))
+    calls = _spy(tiny_model, monkeypatch)
+    asked = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0]]
+    first = tiny_model.choice_probs(asked, CHOICES)
+    assert calls == [3]  # three different prompts
+    np.testing.assert_array_equal(first[0], first[2])
+    np.testing.assert_array_equal(first[0], first[4])
+    # the rerun, all from the cache, gives exactly what the first run gave
+    np.testing.assert_array_equal(tiny_model.choice_probs(asked, CHOICES), first)
+    assert calls == [3]
+
+
 def test_scoring_is_chunked(tiny_model, monkeypatch) -> None:
     monkeypatch.setattr(tiny_model, "scoring_chunk_size", 3)
     calls = _spy(tiny_model, monkeypatch)
-    tiny_model.choice_probs(PROMPTS + PROMPTS[:3], CHOICES, progress=True)
+    tiny_model.choice_probs(PROMPTS + ["One more?", "And another?", "The last one?"], CHOICES, progress=True)
     assert calls == [3, 3, 1]
 
 

@@ -150,13 +150,29 @@ class LanguageModel(ABC):
     # -- helpers --------------------------------------------------------------------------------
     def _cached_map(self, what: str, convs: list[list[Message]], keys: list[str] | None,
                     compute: Callable[[list[list[Message]]], list[Any]], progress: bool) -> list[Any]:
-        """Serve cached answers, compute the rest in chunks; each chunk is committed before the next."""
+        """Serve cached answers, compute the rest in chunks; each chunk is committed before the next.
+
+        With keys (deterministic requests), a request asked twice is computed once and both get the
+        same answer: computed apart, in batches of other shapes, they could differ in the last
+        digits, and the cache, which keeps one, would make a rerun differ from the first run.
+        """
         cache = self.cache if keys is not None else None
         done: dict[int, Any] = {}
         if cache is not None and keys is not None:
             hits = cache.get_many(keys)
             done = {i: hits[k] for i, k in enumerate(keys) if k in hits}
         todo = [i for i in range(len(convs)) if i not in done]
+        copies: dict[int, list[int]] = {}  # first index of a request -> the later indices asking the same
+        if keys is not None:
+            first: dict[str, int] = {}
+            unique = []
+            for i in todo:
+                if keys[i] in first:
+                    copies.setdefault(first[keys[i]], []).append(i)
+                else:
+                    first[keys[i]] = i
+                    unique.append(i)
+            todo = unique
         with progress_bar(what, len(convs), enabled=progress) as advance:
             advance(len(done))
             for start in range(0, len(todo), self.scoring_chunk_size):
@@ -164,7 +180,9 @@ class LanguageModel(ABC):
                 done.update(zip(chunk, compute([convs[i] for i in chunk])))
                 if cache is not None and keys is not None:
                     cache.put_many({keys[i]: done[i] for i in chunk})
-                advance(len(chunk))
+                for i in chunk:
+                    done.update(dict.fromkeys(copies.get(i, []), done[i]))
+                advance(len(chunk) + sum(len(copies.get(i, [])) for i in chunk))
         return [done[i] for i in range(len(convs))]
 
     def _caching(self, params: GenerationParams) -> bool:
