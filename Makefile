@@ -57,6 +57,7 @@ bench: install
 	$(PY) benchmarks/dropbp_gradient.py
 	$(PY) benchmarks/sersal.py
 	$(PY) benchmarks/goat.py
+	$(PY) benchmarks/patient.py
 
 clean-runs:
 	rm -rf runs/demo-heart runs/goat-fixture runs/demo-goat
