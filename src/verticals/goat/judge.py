@@ -15,6 +15,7 @@ from importlib import resources
 
 from verticals.goat.config import GoatError
 from verticals.goat.extract import Reading, read_answer
+from verticals.goat.prompts import fill
 from verticals.llm import LanguageModel, ResponseCache, open_model
 
 _FIELD = re.compile(r"\{(question|answer)\}")
@@ -42,9 +43,7 @@ class Judge:
         return [(reply, read_answer(reply)) for reply in replies]
 
     def _ask(self, question: str, answer: str) -> str:
-        # one pass over the template: a question or answer may itself hold "{answer}"
-        values = {"question": question, "answer": answer}
-        return _FIELD.sub(lambda match: values[match.group(1)], self.template)
+        return fill(self.template, {"question": question, "answer": answer})
 
 
 def open_judge(spec: str, *, cache: ResponseCache | None, concurrency: int = 8) -> Judge:

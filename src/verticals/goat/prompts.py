@@ -21,7 +21,6 @@ from verticals.goat.tasks import Task
 from verticals.llm import Message, image_part
 
 ANSWER_RULES = ("plain", "final_line")
-_FIELD = re.compile(r"\{(text|adjective)\}")
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,14 @@ class PromptStyle:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def question(self, task: Task, meme: Meme) -> str:
-        # one pass over the template, not format() or chained replace(): a caption may hold "{adjective}"
-        values = {"text": meme.text, "adjective": task.adjective}
-        return _FIELD.sub(lambda match: values[match.group(1)], self.template)
+        return fill(self.template, {"text": meme.text, "adjective": task.adjective})
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """`template` with each `{name}` of `values` replaced, in one pass: not format() or chained
+    replace(), since a value (a caption, an answer) may itself hold "{adjective}" or braces."""
+    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
+    return pattern.sub(lambda match: values[match.group(1)], template)
 
 
 def prompt_styles() -> dict[str, PromptStyle]:
