@@ -41,3 +41,29 @@ def test_files_without_a_report_end_in_one_plain_line(tmp_path: Path, name: str,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip().removeprefix('error: ')}"]
     assert message in result.stderr
+
+
+def test_ask_answers_from_the_report_with_its_notices(tmp_path: Path) -> None:
+    report = tmp_path / "report.txt"
+    report.write_text("FINDINGS: A 4 mm nodule in the right upper lobe (series 3, image 45).\n"
+                      "Large right pneumothorax.\n")
+    result = run_cli("patient", "ask", str(report), "Where is the nodule?", "--model", "none", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert out.startswith("Your report mentions pneumothorax, which can need prompt care")  # urgent first
+    assert "right upper lobe" in out and "series 3, image 45" in out and "do not look at the images" in out
+    assert "not a diagnosis" in out and "Loading weights" not in result.stderr
+    as_json = run_cli("patient", "ask", str(report), "Where is the nodule?", "--model", "none", "--json",
+                      tmp_path=tmp_path)
+    import json
+
+    data = json.loads(as_json.stdout)
+    assert data["theme"] == "location" and data["notices"][0]["kind"] == "urgent_report" and data["citations"]
+
+
+@pytest.mark.parametrize(("question", "message"), [("", "the question is empty"), ("x" * 2001, "2,001 characters")])
+def test_ask_refuses_a_question_it_cannot_use_in_one_line(tmp_path: Path, question: str, message: str) -> None:
+    report = tmp_path / "report.txt"
+    report.write_text("FINDINGS: Clear lungs.\n")
+    result = run_cli("patient", "ask", str(report), question, "--model", "none", tmp_path=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -54,3 +54,56 @@ def explain(
                 console.print(Text.assemble(("   ? ", ""), (term.term, "italic"), f": {term.definition}"))
     console.print(Text("\nThis explanation comes from an AI reading the report's words; it is not a diagnosis. "
                        "Ask your care team what the report means for you.", style="dim"))
+
+
+@app.command(epilog="Example: verticals patient ask report.txt \"What does ground-glass mean?\" --model none")
+def ask(
+    report: Annotated[Path, typer.Argument(help="the report: a .txt file or a PDF with text")],
+    question: Annotated[str, typer.Argument(help="the question, in your own words")],
+    model: Annotated[str, typer.Option(help="the model that drafts answers: bundled, a model folder, an "
+                                            "OpenAI-compatible URL, or none (templates only)")] = "bundled",
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole answer as JSON")] = False,
+) -> None:
+    """Answer a question about the report: grounded in its sentences, with the notices it needs."""
+    import json
+    import sys
+
+    from verticals.llm.cli import quiet_transformers
+    from verticals.patient.answer import Answer, answer_stream, check_question
+    from verticals.patient.compose import Notice
+    from verticals.patient.report import load_report
+
+    question = check_question(question)  # before anything loads
+    read = load_report(report)
+    quiet_transformers()
+    lm = None
+    if model != "none":
+        from verticals.llm import ResponseCache, open_model
+
+        lm = open_model(model.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
+    console = Console(highlight=False)
+    final = None
+    for item in answer_stream(read, question, model=lm):
+        if isinstance(item, Notice):
+            if not as_json:
+                console.print(Text(item.text, style="bold red"))
+        elif isinstance(item, Answer):
+            final = item
+        elif not as_json:
+            print(item, end="", flush=True)
+    assert final is not None
+    if as_json:
+        print(json.dumps(final.to_dict(), ensure_ascii=False, indent=2))
+        return
+    print()
+    console.print(Text(f"\ntheme: {final.theme_name} ({final.theme_probability:.0%}); answer from the "
+                       f"{'model' if final.source == 'model' else 'template'}", style="dim"))
+    for citation in final.citations:
+        console.print(Text.assemble(("  cited: ", "dim"), f"[{citation.sentence.index}] {citation.sentence.text}"))
+    if final.checks:
+        console.print(Text("  the model's draft was not shown: " + ", ".join(sorted({f.check for f in final.checks})),
+                           style="dim"))
+    for notice in final.notices:
+        if not notice.kind.startswith("urgent"):
+            console.print(Text(notice.text, style="italic"))
+    sys.stdout.flush()

@@ -42,6 +42,7 @@ _CHANGES = ("new", "newly", "stable", "unchanged", "increased", "increasing", "e
             "previously", "prior", "progressed", "progression", "grown", "growing", "shrunk")
 _CHANGE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(_CHANGES, key=len, reverse=True)) + r")\b")
 _IMAGE = re.compile(r"\bseries\s*#?\s*(\d+)\s*[,/;]?\s*(?:image|img|im)\s*#?\s*(\d+)\b")
+_JOIN = re.compile(r"\band\b|,|;|\bwith\b|\bwhile\b")
 #: how far (in words) a side, place, size or change word may sit from the finding it describes
 _NEAR = 8
 
@@ -235,9 +236,21 @@ def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: lis
         if any(left <= b_start and b_end <= right for b_start, b_end in barriers):
             continue
         gap = _words_between(words, left, right)
-        if gap <= _NEAR:
+        # a word nearer to another finding describes that one ("4 mm right nodule and 3 mm left nodule")
+        nearer = any(_words_between(words, *span) < gap and not _JOIN.search(lower, *span)
+                     for span in _spans_to(match, barriers))
+        # after "and" or a comma, a word before another finding is that finding's ("nodule and 3 mm ... nodule")
+        handed_on = match.start() >= end and bool(_JOIN.search(lower, end, match.start())) and any(
+            b_start >= match.end() for b_start, _ in barriers)
+        if gap <= _NEAR and not nearer and not handed_on:
             found.append((gap, match))
     return [m for _, m in sorted(found, key=lambda pair: pair[0])]
+
+
+def _spans_to(match: re.Match[str], barriers: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The text spans between a descriptor and each barrier that does not overlap it."""
+    return [(match.end(), b_start) if match.end() <= b_start else (b_end, match.start())
+            for b_start, b_end in barriers if not (b_start < match.end() and match.start() < b_end)]
 
 
 def _texts(matches: list[re.Match[str]]) -> tuple[str, ...]:

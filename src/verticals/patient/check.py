@@ -1,0 +1,95 @@
+"""The check every model draft passes before anyone sees it. Code, not a prompt: a draft fails when
+it names a finding the report lacks or negates, a number the report and question do not hold, a
+medicine or a dose, a recommendation to start, stop or choose a treatment, or a certain verdict on
+the person's health ("it is cancer", "nothing to worry about"); or when it says the same sentence
+twice or runs far past three sentences. A failed draft is never shown; the answer falls back to the
+template built from the glossary and the report's own sentences."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from verticals.patient.findings import ABSENT, find_mentions
+
+#: the draft is asked for three short sentences; more is the maxim of quantity broken
+MAX_SENTENCES = 5
+MAX_WORDS = 110
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.]*\d)")
+_DOSE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:mg|mcg|µg|ug|g|ml|mL|units?|iu|puffs?|tablets?|pills?|times a day)\b",
+                   re.IGNORECASE)
+_RECOMMENDATION = re.compile(
+    r"\b(?:you|he|she|they|your \w+) (?:should|must|need to|ought to|has to|have to) (?:start|stop|take|have|get|"
+    r"choose|try|use|avoid|undergo|begin|switch|go for|consider)\b"
+    r"|\bi (?:would )?(?:recommend|suggest|advise|prescribe)\b|\bmy (?:recommendation|advice) is\b"
+    r"|\b(?:start|stop|begin|keep) taking\b|\bthe best (?:treatment|option|choice|therapy)\b"
+    r"|\b(?:surgery|radiation|radiotherapy|chemotherapy|treatment|a biopsy) (?:is|would be) (?:better|best|"
+    r"the right choice|recommended)\b|\byou (?:need|require) (?:surgery|treatment|radiation|chemotherapy|"
+    r"antibiotics|an operation)\b",
+    re.IGNORECASE)
+_VERDICT = re.compile(
+    r"\b(?:you|he|she|they) (?:definitely |certainly |probably )?(?:have|has) (?:lung )?cancer\b"
+    r"|\b(?:it|this|the \w+) (?:is|'s) (?:definitely |certainly |surely )?(?:cancer|malignant|benign|harmless|"
+    r"nothing|not cancer|not serious)\b|\bnothing to worry about\b|\b(?:you|he|she) will (?:be fine|die|"
+    r"recover|survive)\b|\bno need to worry\b|\b\d+\s*(?:%|percent) (?:chance|survival|risk)\b",
+    re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One reason a draft may not be shown: which check, and what it caught."""
+
+    check: str
+    detail: str
+
+
+@lru_cache(maxsize=1)
+def _drugs() -> re.Pattern[str]:
+    table = tomllib.loads(resources.files("verticals.patient").joinpath("drugs.toml").read_text("utf-8"))
+    names = sorted({n.lower() for n in table["names"]}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(r"\s+".join(map(re.escape, n.split())) for n in names) + r")\b",
+                      re.IGNORECASE)
+
+
+def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str) -> list[Failure]:
+    """Every reason the draft fails (empty when it may be shown).
+
+    Args:
+        draft: the model's answer.
+        report_claims: what the report says of each finding it names (`report_findings`).
+        allowed_text: the report's and the question's text: the numbers a draft may use.
+    """
+    failures = []
+    if len(draft.split()) < 3:
+        failures.append(Failure("empty", draft.strip()[:40]))
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
+    seen: set[str] = set()
+    for sentence in sentences:  # a small model that loops says the same thing again
+        key = " ".join(re.findall(r"[a-z0-9]+", sentence.lower()))
+        if key in seen:
+            failures.append(Failure("repetition", sentence[:60]))
+            break
+        seen.add(key)
+    if len(sentences) > MAX_SENTENCES or len(draft.split()) > MAX_WORDS:
+        failures.append(Failure("too_long", f"{len(sentences)} sentences, {len(draft.split())} words"))
+    for sentence in sentences:
+        for mention in find_mentions(sentence):
+            said = report_claims.get(mention.finding)
+            if said is None and mention.certainty != ABSENT:
+                failures.append(Failure("finding_not_in_report", mention.text))
+            elif said is None:
+                failures.append(Failure("finding_not_in_report", f"no {mention.text}"))
+            elif said == ABSENT and mention.certainty != ABSENT:
+                failures.append(Failure("finding_negated_in_report", mention.text))
+    allowed = {n.replace(",", ".") for n in _NUMBER.findall(allowed_text)}
+    for number in _NUMBER.findall(draft):
+        if number.replace(",", ".") not in allowed:
+            failures.append(Failure("number_not_in_report", number))
+    failures += [Failure("dose", m.group()) for m in _DOSE.finditer(draft)]
+    failures += [Failure("drug", m.group()) for m in _drugs().finditer(draft)]
+    failures += [Failure("recommendation", m.group()) for m in _RECOMMENDATION.finditer(draft)]
+    failures += [Failure("certain_verdict", m.group()) for m in _VERDICT.finditer(draft)]
+    return failures
