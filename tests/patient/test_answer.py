@@ -55,6 +55,9 @@ def kinds(result: Answer) -> list[str]:
     "There is a lung mass.",                                   # a finding the report lacks
     "You should take antibiotics for ten days.",               # a medicine and a recommendation
     "It is nothing to worry about, it is benign.",             # a certain verdict
+    "<<< (no sentence found) The answer is: <<<",              # the prompt's scaffolding
+    "the nodule is there - the nodule is there - the nodule is there - the nodule is there",  # a loop
+    "Bananas are yellow and grow on trees in warm places.",    # nothing in the report or glossary says so
 ])
 def test_a_draft_that_fails_the_check_is_never_shown(draft: str) -> None:
     result = answer(REPORT, "What is the nodule?", model=Writer(draft), classifier=Fixed("terminology"))

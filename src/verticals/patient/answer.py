@@ -37,6 +37,10 @@ MAX_QUESTION_CHARS = 2000
 DRAFT_TOKENS = 120
 #: most sentences cited when the question's words match none (see `_described`)
 MAX_DESCRIBED = 3
+#: most glossary definitions given to the model
+MAX_DEFINITIONS = 6
+#: MiniLM cosine a draft sentence needs with a cited sentence or definition to be shown
+SUPPORTED = 0.5
 #: themes answered by the notice and the template alone, never by a model
 _NO_DRAFT = ("urgent", "off_topic")
 _SYSTEM = """You explain a patient's radiology report in plain, simple words (short sentences, everyday words).
@@ -116,9 +120,10 @@ def answer_stream(report: Report, question: str, *, model: Any = None,
         citations = _described(report, theme.id)
     claims = report_findings(report)
     text, source, failures = template_answer(theme, question, citations, claims), "template", []
-    if model is not None and theme.id not in _NO_DRAFT:
-        draft = _draft(model, question, citations)
-        failures = check_draft(draft, claims, report.text + "\n" + question)
+    sources = _sources(question, citations)
+    if model is not None and theme.id not in _NO_DRAFT and sources:
+        draft = _draft(model, question, citations, sources)
+        failures = check_draft(draft, claims, report.text + "\n" + question) or _unsupported(draft, sources)
         if not failures:
             text, source = draft.strip(), "model"
     yield from re.findall(r"\S+\s*", text)
@@ -142,12 +147,33 @@ def _described(report: Report, theme: str) -> list[Citation]:
     return found[:MAX_DESCRIBED]
 
 
-def _draft(model: Any, question: str, citations: list[Citation]) -> str:
+def _sources(question: str, citations: list[Citation]) -> dict[str, str]:
+    """What a draft may rest on: the cited sentences and the definitions of the terms they and the
+    question use (name -> text). With nothing to rest on, no model is asked."""
+    found = {f"[{i}]": c.sentence.text for i, c in enumerate(citations, 1)}
+    terms = [term for c in citations for _, _, term in glossary().find(c.sentence.text)]
+    terms += [term for _, _, term in glossary().find(question)]
+    found |= {term.term: term.definition for term in terms[:MAX_DEFINITIONS]}
+    return found
+
+
+def _unsupported(draft: str, sources: dict[str, str]) -> list[Failure]:
+    """Each draft sentence must be close in meaning (MiniLM cosine >= SUPPORTED) to a source."""
+    from verticals.encoders import embed_texts
+
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if len(s.split()) > 2]
+    if not sentences:
+        return []
+    vectors = embed_texts(sentences + list(sources.values()))
+    best = (vectors[: len(sentences)] @ vectors[len(sentences):].T).max(axis=1)
+    return [Failure("unsupported", s[:60]) for s, score in zip(sentences, best) if score < SUPPORTED]
+
+
+def _draft(model: Any, question: str, citations: list[Citation], sources: dict[str, str]) -> str:
     """The model's answer from the cited sentences and their glossary definitions only."""
-    quoted = "\n".join(f"[{i}] {c.sentence.text}" for i, c in enumerate(citations, 1)) or "(no sentence found)"
-    terms = {term.term: term.definition for c in citations for _, _, term in glossary().find(c.sentence.text)}
-    terms |= {term.term: term.definition for _, _, term in glossary().find(question)}
-    definitions = "\n".join(f"- {name}: {meaning}" for name, meaning in list(terms.items())[:6]) or "(none)"
+    quoted = "\n".join(f"{key} {text}" for key, text in sources.items() if key.startswith("[")) or "(none)"
+    definitions = "\n".join(f"- {key}: {text}" for key, text in sources.items()
+                            if not key.startswith("[")) or "(none)"
     prompt = (f"Report sentences (quoted data):\n<<<\n{quoted}\n>>>\n\nDefinitions:\n{definitions}\n\n"
               f"Question: {question}\n\nAnswer:")
     return str(model.chat([{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}],

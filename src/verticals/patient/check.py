@@ -1,14 +1,15 @@
 """The check every model draft passes before anyone sees it. Code, not a prompt: a draft fails when
 it names a finding the report lacks or negates, a number the report and question do not hold, a
 medicine or a dose, a recommendation to start, stop or choose a treatment, or a certain verdict on
-the person's health ("it is cancer", "nothing to worry about"); or when it says the same sentence
-twice or runs far past three sentences. A failed draft is never shown; the answer falls back to the
-template built from the glossary and the report's own sentences."""
+the person's health ("it is cancer", "nothing to worry about"); or when it says the same thing
+again, repeats the prompt's scaffolding, or runs far past three sentences. A failed draft is never
+shown; the answer falls back to the template built from the glossary and the report's own words."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,6 +19,9 @@ from verticals.patient.findings import ABSENT, find_mentions
 #: the draft is asked for three short sentences; more is the maxim of quantity broken
 MAX_SENTENCES = 5
 MAX_WORDS = 110
+#: the prompt's own scaffolding, which a small model repeats instead of answering
+_ECHO = re.compile(r"<<<|>>>|report sentences|quoted data|definitions:|^\s*answer:|the answer is:|question:",
+                   re.IGNORECASE | re.MULTILINE)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.]*\d)")
 _DOSE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:mg|mcg|µg|ug|g|ml|mL|units?|iu|puffs?|tablets?|pills?|times a day)\b",
                    re.IGNORECASE)
@@ -73,6 +77,13 @@ def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str) ->
             failures.append(Failure("repetition", sentence[:60]))
             break
         seen.add(key)
+    words = re.findall(r"[a-z0-9']+", draft.lower())
+    grams = Counter(tuple(words[i: i + 5]) for i in range(len(words) - 4))
+    if grams and grams.most_common(1)[0][1] >= 3 and not any(f.check == "repetition" for f in failures):
+        failures.append(Failure("repetition", " ".join(grams.most_common(1)[0][0])))
+    echo = _ECHO.search(draft)
+    if echo:
+        failures.append(Failure("echo", echo.group()))
     if len(sentences) > MAX_SENTENCES or len(draft.split()) > MAX_WORDS:
         failures.append(Failure("too_long", f"{len(sentences)} sentences, {len(draft.split())} words"))
     for sentence in sentences:

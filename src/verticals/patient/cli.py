@@ -107,3 +107,41 @@ def ask(
         if not notice.kind.startswith("urgent"):
             console.print(Text(notice.text, style="italic"))
     sys.stdout.flush()
+
+
+@app.command(name="eval", epilog="Example: verticals patient eval --out runs/patient --model none")
+def eval_(
+    out: Annotated[Path, typer.Option(help="a new folder for results.json, samples.jsonl and report.html")],
+    model: Annotated[str, typer.Option(help="the model that drafts answers: bundled, a model folder, an "
+                                            "OpenAI-compatible URL, or none (templates only)")] = "bundled",
+    limit: Annotated[int, typer.Option(help="ask only this many of the 240 test questions, spread over the "
+                                            "themes (0 = all)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the sample of radlabels reports")] = 0,
+) -> None:
+    """Evaluate the assistant on the held-out questions and the bundled reports (offline proxies of
+    the paper's rubric: theme accuracy, grounding, hallucinated findings, referrals, reading grade)."""
+    from verticals.llm.cli import quiet_transformers
+    from verticals.patient.evaluate import EvalSettings, evaluate
+
+    settings = EvalSettings(out, model=model, limit=limit, seed=seed)  # checked before anything loads
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        from verticals.patient.config import PatientError
+
+        raise PatientError(f"{out} exists and is not empty; give a new --out")
+    quiet_transformers()
+    lm = None
+    if model != "none":
+        from verticals.llm import ResponseCache, open_model
+
+        lm = open_model(model.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
+    results = evaluate(settings, model=lm)
+    console = Console(highlight=False)
+    for key, label in (("theme_accuracy", "theme accuracy (target 0.85)"), ("grounding", "grounding (proxy)"),
+                       ("hallucinated_findings", "answers with a hallucinated finding (target 0)"),
+                       ("referral_compliance", "referral compliance (target 1)"),
+                       ("urgent_first", "urgent notice first (target 1)"),
+                       ("median_grade", "median reading grade (target 8 or lower)"),
+                       ("median_words", "median words"), ("answers_from_model", "answers from the model")):
+        value = results[key]
+        console.print(Text(f"{label}: {'-' if value is None else round(value, 3)}"))
+    console.print(Text(f"results in {out}/results.json, report in {out}/report.html", style="dim"))

@@ -40,7 +40,7 @@ def notices_for(theme: Theme, flags: list[str], urgent: list[Mention], *, unsure
     unsure theme, referral, and always the AI notice."""
     words = texts()["notice"]
     notices = []
-    if flags:
+    if flags or theme.id == "urgent":
         notices.append(Notice("urgent_question", words["urgent_question"]))
     for name in dict.fromkeys(m.name.split(" (")[0] for m in urgent):
         notices.append(Notice("urgent_report", words["urgent_report"].format(finding=name)))
@@ -91,8 +91,9 @@ def _describe(theme: str, citations: list[Citation]) -> list[str]:
     lines = []
     for citation in citations:
         for mention in find_mentions(citation.sentence.text):
+            # the report's own words for the finding, never the display name (which may hold other findings' words)
             if mention.certainty == ABSENT:
-                lines.append(f"The report says there is no {mention.name.split(' (')[0]}.")
+                lines.append(f"The report says there is no {mention.text.lower()}.")
                 continue
             hedge = "may show" if mention.certainty == UNCERTAIN else "describes"
             details = []
@@ -106,11 +107,12 @@ def _describe(theme: str, citations: list[Citation]) -> list[str]:
             else:
                 details += [f"described as {', '.join(mention.changes)}" if mention.changes else ""]
             said = "; ".join(d for d in details if d)
-            lines.append(f"The report {hedge} a {mention.name.split(' (')[0]}{' (' + said + ')' if said else ''}.")
+            lines.append(f"The report {hedge}: {mention.text.lower()}{' (' + said + ')' if said else ''}.")
         lines.append(f"In its words: \u201c{citation.sentence.text}\u201d")
     return list(dict.fromkeys(lines))
 
 
 def _not_in_report(asked: list[Mention], claims: dict[str, str]) -> list[str]:
     """For a finding the question names: say plainly when the report does not mention it."""
-    return [f"Your report does not mention {m.name.split(' (')[0]}." for m in asked if m.finding not in claims]
+    missing = dict.fromkeys(m.text.lower() for m in asked if m.finding not in claims)
+    return [f"Your report does not mention {name}." for name in missing]
