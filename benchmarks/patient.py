@@ -110,6 +110,14 @@ def theme_accuracy(console: Console) -> None:
     others = [(g, q) for g, q in zip(guesses, test) if q.theme != "urgent"]
     caught = sum(g.theme == "urgent" or bool(red_flags(q.text)) for g, q in urgent)
     alarms = sum(g.theme == "urgent" or bool(red_flags(q.text)) for g, q in others)
+    from verticals.llm import LocalModel
+    from verticals.patient.classify import second_opinion
+
+    lm = LocalModel.bundled()
+    reconsidered = [second_opinion(lm, q.text, g) for g, q in zip(guesses, test)]
+    second = sum(g.theme == q.theme for g, q in zip(reconsidered, test)) / len(test)
+    console.print(f"with the bundled model's second opinion on unsure guesses: accuracy {second:.3f} "
+                  f"(without: {accuracy:.3f})")
     console.print(f"unsure guesses (p < 0.5): {len(unsure)}, of which right {sum(unsure)}; urgent questions caught "
                   f"by the red-flag rules or the classifier: {caught} of {len(urgent)}; urgent notice on other "
                   f"questions: {alarms} of {len(others)}")

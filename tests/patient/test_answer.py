@@ -58,6 +58,7 @@ def kinds(result: Answer) -> list[str]:
     "<<< (no sentence found) The answer is: <<<",              # the prompt's scaffolding
     "the nodule is there - the nodule is there - the nodule is there - the nodule is there",  # a loop
     "Bananas are yellow and grow on trees in warm places.",    # nothing in the report or glossary says so
+    "Mild emphysema is present in the lungs.",                 # true, but not an answer to this question
 ])
 def test_a_draft_that_fails_the_check_is_never_shown(draft: str) -> None:
     result = answer(REPORT, "What is the nodule?", model=Writer(draft), classifier=Fixed("terminology"))
@@ -154,3 +155,27 @@ def test_template_answers_never_bring_a_number_a_medicine_or_a_recommendation() 
             assert not fired & {"number_not_in_report", "dose", "drug", "recommendation", "certain_verdict"}, (
                 question.text, fired)
             assert result.notices[-1].kind == "ai"
+
+
+class Picker:
+    """A test double of the model for the second opinion: P("A") is fixed."""
+
+    def __init__(self, p_a: float) -> None:
+        self.p_a, self.asked = p_a, []
+
+    def choice_probs(self, prompts, choices):  # type: ignore[no-untyped-def]
+        self.asked.append((prompts, choices))
+        return [[self.p_a, 1 - self.p_a]]
+
+
+def test_a_second_opinion_chooses_between_the_two_likeliest_themes_only_when_unsure() -> None:
+    from verticals.patient.classify import second_opinion
+
+    unsure = ThemeGuess("procedure", 0.4, "terminology", True)
+    assert second_opinion(Picker(0.2), "what is a window?", unsure).theme == "terminology"
+    assert second_opinion(Picker(0.9), "what is a window?", unsure).theme == "procedure"
+    sure, picker = ThemeGuess("procedure", 0.9, "terminology", False), Picker(0.0)
+    assert second_opinion(picker, "what is a window?", sure) == sure and not picker.asked
+    result = answer(REPORT, "what is emphysema", model=Picker(0.1), classifier=Fixed("procedure", 0.4),
+                    second_opinion=True)
+    assert result.theme == "off_topic"  # Fixed's runner-up; the model chose B

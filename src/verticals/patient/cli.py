@@ -63,6 +63,8 @@ def ask(
     model: Annotated[str, typer.Option(help="the model that drafts answers: bundled, a model folder, an "
                                             "OpenAI-compatible URL, or none (templates only)")] = "bundled",
     as_json: Annotated[bool, typer.Option("--json", help="print the whole answer as JSON")] = False,
+    second_opinion: Annotated[bool, typer.Option(help="when the theme is unsure, let the model choose between the "
+                                                      "two likeliest")] = False,
 ) -> None:
     """Answer a question about the report: grounded in its sentences, with the notices it needs."""
     import json
@@ -83,7 +85,7 @@ def ask(
         lm = open_model(model.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
     console = Console(highlight=False)
     final = None
-    for item in answer_stream(read, question, model=lm):
+    for item in answer_stream(read, question, model=lm, second_opinion=second_opinion):
         if isinstance(item, Notice):
             if not as_json:
                 console.print(Text(item.text, style="bold red"))
