@@ -12,7 +12,12 @@ Themes: the classifier (MiniLM + logistic regression on the question set's train
 file: accuracy, the confusion matrix, and how many urgent questions the red-flag rules or the
 classifier catch.
 
-      .venv/bin/python benchmarks/patient.py              (about half a minute)
+Latency: answers with the bundled model drafting (`answer_stream`), for a spread of held-out
+questions about the bundled CT reports: seconds to the first piece shown and to the whole answer,
+p50 and p95, and how many drafts passed the check.
+
+      .venv/bin/python benchmarks/patient.py              (about 3 min)
+      .venv/bin/python benchmarks/patient.py --part latency --questions 24
 """
 
 from __future__ import annotations
@@ -123,16 +128,53 @@ def theme_accuracy(console: Console) -> None:
                   f"questions: {alarms} of {len(others)}")
 
 
+def latency(console: Console, count: int) -> None:
+    from importlib import resources
+
+    from verticals.llm import LocalModel
+    from verticals.patient.answer import Answer, answer_stream
+    from verticals.patient.classify import classifier
+    from verticals.patient.themes import questions
+
+    package = resources.files("verticals.patient") / "reports"
+    reports = [read_report((package / f"ct_{i:02d}.txt").read_text("utf-8")) for i in range(1, 11)]
+    asked = list(questions("test"))[:: max(1, 240 // count)][:count]
+    model, themes_of = LocalModel.bundled(), classifier()
+    answer_stream(reports[0], "warm up", model=None, classifier=themes_of).__next__()  # loads the encoder
+    firsts, wholes, from_model = [], [], 0
+    for i, question in enumerate(asked):
+        start, first = time.perf_counter(), None
+        for item in answer_stream(reports[i % len(reports)], question.text, model=model, classifier=themes_of):
+            if first is None and not isinstance(item, Answer):
+                first = time.perf_counter() - start
+            if isinstance(item, Answer):
+                from_model += item.source == "model"
+        wholes.append(time.perf_counter() - start)
+        firsts.append(first if first is not None else wholes[-1])
+    table = Table(title=f"answer latency with the bundled model drafting, {len(asked)} questions "
+                        f"({from_model} answers from the model, the rest from templates)")
+    for column in ("measure", "p50 s", "p95 s"):
+        table.add_column(column, justify="right")
+    for name, values in (("first piece shown (an urgent notice, or the answer)", firsts), ("whole answer", wholes)):
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        table.add_row(name, f"{ordered[len(ordered) // 2]:.2f}", f"{p95:.2f}")
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worst", type=int, default=12, help="disagreements listed")
-    parser.add_argument("--part", choices=["all", "extraction", "themes"], default="all")
+    parser.add_argument("--part", choices=["all", "extraction", "themes", "latency"], default="all")
+    parser.add_argument("--questions", type=int, default=24, help="questions timed in the latency part")
     args = parser.parse_args()
     console = Console(width=130)
     if args.part in ("all", "extraction"):
         extraction(console, args.worst)
     if args.part in ("all", "themes"):
         theme_accuracy(console)
+    if args.part in ("all", "latency"):
+        latency(console, args.questions)
 
 
 if __name__ == "__main__":
