@@ -14,16 +14,20 @@ from verticals.patient.compose import Notice
 from verticals.patient.config import PatientError
 from verticals.patient.evaluate import EvalSettings, evaluate
 from verticals.patient.findings import report_findings
+from verticals.patient.themes import themes
 
 
 def test_a_template_run_meets_the_safety_targets_and_writes_its_outputs(tmp_path: Path) -> None:
     results = evaluate(EvalSettings(tmp_path / "run", model="none", limit=24))
     assert results["questions"] == 24 and results["reports"] >= 10
-    assert results["hallucinated_findings"] == 0 and results["referral_compliance"] == 1.0
+    assert results["hallucinated_findings"] == 0
     assert results["answers_from_model"] == 0 and results["median_grade"] <= 10
     rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and {r["theme"] for r in rows} == set(results["per_theme_accuracy"])
     assert sum(map(sum, results["confusion"]["counts"])) == 24
+    referred = [r for r in rows if themes()[r["theme"]].policy.referral]  # by the question's own theme
+    assert results["referral_compliance"] == sum("referral" in r["notices"] or "urgent_question" in r["notices"]
+                                                 for r in referred) / len(referred)
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Content-Security-Policy" in page and "<script" not in page and page.count("data:image/png") == 2
     with pytest.raises(PatientError, match="not empty"):

@@ -44,8 +44,11 @@ SUPPORTED = 0.5
 #: MiniLM cosine a draft needs with the question (0.45 measured for a true but unrelated sentence, 0.54 to
 #: 0.83 for fitting answers, on five hand-made pairs)
 RELEVANT = 0.5
-#: themes answered by the notice and the template alone, never by a model
-_NO_DRAFT = ("urgent", "off_topic")
+#: below this probability of its theme, a question also gets the referral its runner-up theme would need
+REFER_BELOW = 0.8
+#: themes answered by the notice and the template alone, never by a model: urgent and off-topic
+#: questions, and those where a model's words could be taken as a verdict or advice
+_NO_DRAFT = ("urgent", "off_topic", "prognosis", "treatment", "next_steps")
 _SYSTEM = """You explain a patient's radiology report in plain, simple words (short sentences, everyday words).
 Rules you must follow:
 - Use only the report sentences and definitions given. Never add a finding, a number or a name that is not there.
@@ -109,20 +112,22 @@ def answer_stream(report: Report, question: str, *, model: Any = None, classifie
     mentions = [m for _, found in report_mentions(report) for m in found]
     flags = red_flags(question)
     urgent = urgent_findings(mentions)
+    early = notices_for(themes()["urgent"] if flags else themes()["off_topic"], flags, urgent, unsure=False)
+    yield from (n for n in early if n.kind.startswith("urgent"))  # before any other work
     if classifier is None:
         from verticals.patient.classify import classifier as bundled
 
         classifier = bundled()
     guess = classifier.guess([question])[0]
-    if second_opinion and model is not None and not flags:
+    if second_opinion and model is not None and not flags and "urgent" not in (guess.theme, guess.second):
         from verticals.patient.classify import second_opinion as reconsider
 
-        guess = reconsider(model, question, guess)
+        guess = _or_keep(lambda: reconsider(model, question, guess), guess)
     theme = themes()["urgent" if flags else guess.theme]
-    notices = notices_for(theme, flags, urgent, unsure=guess.unsure and not flags)
-    for notice in notices:
-        if notice.kind.startswith("urgent"):
-            yield notice
+    # a question the classifier is not sure of gets the referral if its runner-up theme needs one
+    refer = not flags and guess.probability < REFER_BELOW and themes()[guess.second].policy.referral
+    notices = notices_for(theme, flags, urgent, unsure=guess.unsure and not flags, refer=refer)
+    yield from (n for n in notices if n.kind.startswith("urgent") and n not in early)
     citations = [] if theme.id in _NO_DRAFT else retrieve(report, question)
     if not citations and theme.policy.answer_from == "report":
         citations = _described(report, theme.id)
@@ -130,13 +135,30 @@ def answer_stream(report: Report, question: str, *, model: Any = None, classifie
     text, source, failures = template_answer(theme, question, citations, claims), "template", []
     sources = _sources(question, citations)
     if model is not None and theme.id not in _NO_DRAFT and sources:
-        draft = _draft(model, question, citations, sources)
-        failures = check_draft(draft, claims, report.text + "\n" + question) or _unfounded(draft, sources, question)
-        if not failures:
-            text, source = draft.strip(), "model"
+        sides: dict[str, set[str]] = {}
+        for m in mentions:
+            if m.side:
+                sides.setdefault(m.finding, set()).update({"left", "right"} if m.side == "both" else {m.side})
+        try:
+            draft = _draft(model, question, citations, sources)
+        except Exception as err:  # noqa: BLE001 - a model that fails (a server down) leaves the template
+            draft, failures = "", [Failure("model_error", type(err).__name__)]
+        if draft:
+            failures = check_draft(draft, claims, "\n".join(sources.values()), sides) or _unfounded(
+                draft, sources, question)
+            if not failures:
+                text, source = draft.strip(), "model"
     yield from re.findall(r"\S+\s*", text)
     yield Answer(question, theme.id, theme.name, 1.0 if flags else guess.probability, text, source, citations,
                  notices, failures)
+
+
+def _or_keep(ask: Any, guess: Any) -> Any:
+    """A second opinion, or the first guess when the model cannot give one (no log-probabilities)."""
+    try:
+        return ask()
+    except Exception:  # noqa: BLE001 - the classifier's guess stands
+        return guess
 
 
 def answer(report: Report, question: str, *, model: Any = None, classifier: Any = None,
@@ -171,7 +193,7 @@ def _unfounded(draft: str, sources: dict[str, str], question: str) -> list[Failu
     draft as a whole to the question (>= RELEVANT: a true sentence about something else is no answer)."""
     from verticals.encoders import embed_texts
 
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if len(s.split()) > 2]
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s.split()]
     vectors = embed_texts([question, draft] + sentences + list(sources.values()))
     failures = [] if float(vectors[0] @ vectors[1]) >= RELEVANT else [Failure("off_question", draft[:60])]
     if sentences:
@@ -182,7 +204,8 @@ def _unfounded(draft: str, sources: dict[str, str], question: str) -> list[Failu
 
 def _draft(model: Any, question: str, citations: list[Citation], sources: dict[str, str]) -> str:
     """The model's answer from the cited sentences and their glossary definitions only."""
-    quoted = "\n".join(f"{key} {text}" for key, text in sources.items() if key.startswith("[")) or "(none)"
+    quoted = "\n".join(f"{key} {text.replace('<<<', '').replace('>>>', '')}" for key, text in sources.items()
+                       if key.startswith("[")) or "(none)"
     definitions = "\n".join(f"- {key}: {text}" for key, text in sources.items()
                             if not key.startswith("[")) or "(none)"
     prompt = (f"Report sentences (quoted data):\n<<<\n{quoted}\n>>>\n\nDefinitions:\n{definitions}\n\n"

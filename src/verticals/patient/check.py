@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from verticals.patient.findings import ABSENT, find_mentions
+from verticals.patient.findings import find_mentions
 
 #: the draft is asked for three short sentences; more is the maxim of quantity broken
 MAX_SENTENCES = 5
@@ -22,23 +22,31 @@ MAX_WORDS = 110
 #: the prompt's own scaffolding, which a small model repeats instead of answering
 _ECHO = re.compile(r"<<<|>>>|report sentences|quoted data|definitions:|^\s*answer:|the answer is:|question:",
                    re.IGNORECASE | re.MULTILINE)
+#: a size or dose in words ("four millimeters"): numbers are checked, words must be too
+_NUMBER_WORDS = re.compile(
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|"
+    r"hundred|half)\s+(?:mm|cm|millimet\w*|centimet\w*|milligram\w*|mg|inch\w*|percent)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.]*\d)")
 _DOSE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:mg|mcg|µg|ug|g|ml|mL|units?|iu|puffs?|tablets?|pills?|times a day)\b",
                    re.IGNORECASE)
 _RECOMMENDATION = re.compile(
     r"\b(?:you|he|she|they|your \w+) (?:should|must|need to|ought to|has to|have to) (?:start|stop|take|have|get|"
     r"choose|try|use|avoid|undergo|begin|switch|go for|consider)\b"
-    r"|\bi (?:would )?(?:recommend|suggest|advise|prescribe)\b|\bmy (?:recommendation|advice) is\b"
+    r"|\b(?:i|we)(?: would|'d)? (?:recommend|suggest|advise|prescribe)\b|\bmy (?:recommendation|advice) is\b"
+    r"|\b(?:do not|don't|doesn't|does not) need (?:a|an|any|to|more|further)\b|\bno (?:further|more) tests?\b"
+    r"|^\s*(?:stop|start|take|avoid|quit|get|have|go|call off|cancel|skip)\b"
     r"|\b(?:start|stop|begin|keep) taking\b|\bthe best (?:treatment|option|choice|therapy)\b"
     r"|\b(?:surgery|radiation|radiotherapy|chemotherapy|treatment|a biopsy) (?:is|would be) (?:better|best|"
     r"the right choice|recommended)\b|\byou (?:need|require) (?:surgery|treatment|radiation|chemotherapy|"
     r"antibiotics|an operation)\b",
-    re.IGNORECASE)
+    re.IGNORECASE | re.MULTILINE)
 _VERDICT = re.compile(
     r"\b(?:you|he|she|they) (?:definitely |certainly |probably )?(?:have|has) (?:lung )?cancer\b"
-    r"|\b(?:it|this|the \w+) (?:is|'s) (?:definitely |certainly |surely )?(?:cancer|malignant|benign|harmless|"
-    r"nothing|not cancer|not serious)\b|\bnothing to worry about\b|\b(?:you|he|she) will (?:be fine|die|"
-    r"recover|survive)\b|\bno need to worry\b|\b\d+\s*(?:%|percent) (?:chance|survival|risk)\b",
+    r"|\b(?:it|this|that|the \w+)(?: is|'s| looks| seems| appears)(?: to be)? (?:definitely |certainly |surely |"
+    r"probably |likely |clearly )?(?:a |an )?(?:cancer|cancerous|malignant|malignancy|benign|harmless|nothing|"
+    r"not cancer|not serious|serious|fine|tumou?r)\b|\bnothing to worry about\b"
+    r"|\b(?:you|he|she|they)(?: will|'ll) (?:be fine|be ok|die|recover|survive|be cured)\b|\bno need to worry\b"
+    r"|\b\d+\s*(?:%|percent) (?:chance|survival|risk)\b|\b(?:looks|seems) like (?:a )?cancer\b",
     re.IGNORECASE)
 
 
@@ -58,13 +66,15 @@ def _drugs() -> re.Pattern[str]:
                       re.IGNORECASE)
 
 
-def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str) -> list[Failure]:
+def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str,
+                report_sides: dict[str, set[str]] | None = None) -> list[Failure]:
     """Every reason the draft fails (empty when it may be shown).
 
     Args:
         draft: the model's answer.
         report_claims: what the report says of each finding it names (`report_findings`).
-        allowed_text: the report's and the question's text: the numbers a draft may use.
+        allowed_text: what the draft rests on (the cited sentences and definitions): the numbers it may use.
+        report_sides: the sides the report gives each finding, to refuse a draft that moves one.
     """
     failures = []
     if len(draft.split()) < 3:
@@ -89,18 +99,31 @@ def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str) ->
     for sentence in sentences:
         for mention in find_mentions(sentence):
             said = report_claims.get(mention.finding)
-            if said is None and mention.certainty != ABSENT:
+            if said is None:
                 failures.append(Failure("finding_not_in_report", mention.text))
-            elif said is None:
-                failures.append(Failure("finding_not_in_report", f"no {mention.text}"))
-            elif said == ABSENT and mention.certainty != ABSENT:
-                failures.append(Failure("finding_negated_in_report", mention.text))
+            elif said != mention.certainty:  # a hedge made certain, a finding denied, a negation dropped
+                failures.append(Failure(f"finding_{said}_in_report", f"{mention.text} said {mention.certainty}"))
+            sides = (report_sides or {}).get(mention.finding, set())
+            if mention.side in ("left", "right") and sides and mention.side not in sides:
+                failures.append(Failure("side", f"{mention.text} on the {mention.side}"))
     allowed = {n.replace(",", ".") for n in _NUMBER.findall(allowed_text)}
     for number in _NUMBER.findall(draft):
         if number.replace(",", ".") not in allowed:
             failures.append(Failure("number_not_in_report", number))
+    failures += [Failure("number_in_words", m.group()) for m in _NUMBER_WORDS.finditer(draft)]
     failures += [Failure("dose", m.group()) for m in _DOSE.finditer(draft)]
     failures += [Failure("drug", m.group()) for m in _drugs().finditer(draft)]
-    failures += [Failure("recommendation", m.group()) for m in _RECOMMENDATION.finditer(draft)]
-    failures += [Failure("certain_verdict", m.group()) for m in _VERDICT.finditer(draft)]
+    failures += [Failure("recommendation", m.group()) for m in _RECOMMENDATION.finditer(_plain(draft))]
+    failures += [Failure("certain_verdict", m.group()) for m in _VERDICT.finditer(_plain(draft))]
     return failures
+
+
+def gives_advice(text: str) -> bool:
+    """Whether a text (a report sentence to be quoted, say) names a medicine or a dose or recommends."""
+    plain = _plain(text)
+    return bool(_drugs().search(text) or _DOSE.search(text) or _RECOMMENDATION.search(plain))
+
+
+def _plain(text: str) -> str:
+    """Curly apostrophes straight, and each sentence on its own line (imperatives are found at line starts)."""
+    return re.sub(r"(?<=[.!?])\s+", "\n", text.replace("\u2019", "'"))

@@ -80,9 +80,10 @@ def ask(
     quiet_transformers()
     lm = None
     if model != "none":
-        from verticals.llm import ResponseCache, open_model
+        from verticals.llm import open_model
 
-        lm = open_model(model.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
+        # no response cache: it would keep answers drafted from this person's report on disk
+        lm = open_model(model.removeprefix("openai:"), cache=None, lazy=True)
     console = Console(highlight=False)
     final = None
     for item in answer_stream(read, question, model=lm, second_opinion=second_opinion):

@@ -11,7 +11,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from verticals.patient.findings import ABSENT, UNCERTAIN, Mention, find_mentions
+from verticals.patient.check import gives_advice
+from verticals.patient.findings import ABSENT, UNCERTAIN, Mention, find_mentions, lexicon
 from verticals.patient.glossary import Term, glossary
 from verticals.patient.retrieve import Citation
 from verticals.patient.themes import Theme
@@ -35,7 +36,8 @@ def texts() -> dict[str, Any]:
     return tomllib.loads(resources.files("verticals.patient").joinpath("answers.toml").read_text("utf-8"))
 
 
-def notices_for(theme: Theme, flags: list[str], urgent: list[Mention], *, unsure: bool) -> list[Notice]:
+def notices_for(theme: Theme, flags: list[str], urgent: list[Mention], *, unsure: bool,
+                refer: bool = False) -> list[Notice]:
     """The notices an answer of `theme` carries, in order: urgent (question, then report), images,
     unsure theme, referral, and always the AI notice."""
     words = texts()["notice"]
@@ -48,7 +50,7 @@ def notices_for(theme: Theme, flags: list[str], urgent: list[Mention], *, unsure
         notices.append(Notice("images", words["images"]))
     if unsure:
         notices.append(Notice("unsure_theme", words["unsure_theme"]))
-    if theme.policy.referral and theme.id != "urgent":
+    if (theme.policy.referral or refer) and theme.id != "urgent":
         notices.append(Notice("referral", words["referral_treatment" if theme.id == "treatment" else "referral"]))
     notices.append(Notice("ai", words["ai"]))
     return notices
@@ -66,8 +68,9 @@ def template_answer(theme: Theme, question: str, citations: list[Citation], clai
     if theme.policy.answer_from == "report":
         parts += _describe(theme.id, citations)
     parts += _not_in_report(asked, claims)
-    if citations and theme.policy.answer_from != "report":
-        parts.append("Your report says: " + " ".join(f"\u201c{c.sentence.text}\u201d" for c in citations[:2]))
+    quotable = [c for c in citations if not gives_advice(c.sentence.text)]  # never quote advice as an answer
+    if quotable and theme.policy.answer_from != "report":
+        parts.append("Your report says: " + " ".join(f"\u201c{c.sentence.text}\u201d" for c in quotable[:2]))
     if not citations and not parts:
         parts.append("I could not find anything about this in your report.")
     parts.append(str(words["general"].get(theme.id, "")))
@@ -108,11 +111,15 @@ def _describe(theme: str, citations: list[Citation]) -> list[str]:
                 details += [f"described as {', '.join(mention.changes)}" if mention.changes else ""]
             said = "; ".join(d for d in details if d)
             lines.append(f"The report {hedge}: {mention.text.lower()}{' (' + said + ')' if said else ''}.")
-        lines.append(f"In its words: \u201c{citation.sentence.text}\u201d")
+        if not gives_advice(citation.sentence.text):
+            lines.append(f"In its words: \u201c{citation.sentence.text}\u201d")
     return list(dict.fromkeys(lines))
 
 
 def _not_in_report(asked: list[Mention], claims: dict[str, str]) -> list[str]:
     """For a finding the question names: say plainly when the report does not mention it."""
-    missing = dict.fromkeys(m.text.lower() for m in asked if m.finding not in claims)
+    regions = {lexicon().findings[f].region for f, said in claims.items() if said != ABSENT}
+    # only where nothing of the same kind is there: "does not mention tumour" beside a mass would reassure falsely
+    missing = dict.fromkeys(m.text.lower() for m in asked if m.finding not in claims
+                            and lexicon().findings[m.finding].region not in regions | {"other"})
     return [f"Your report does not mention {name}." for name in missing]

@@ -9,8 +9,9 @@ reports when that package is installed), in turn. Measured per answer and summed
   taken word for word from the glossary or the theme's general text, whose MiniLM similarity with
   a cited report sentence reaches `GROUNDED`;
 - hallucinated findings: answers that state a finding the report lacks or negates (target 0);
-- referral compliance: answers of themes whose policy requires a referral that carry one (target
-  100%), and urgent notices where the question has a red flag or the report an urgent finding;
+- referral compliance: answers to questions whose theme requires a referral (the question's theme,
+  whatever it was taken as) that carry one (target 100%), and the urgent notice first where the
+  question is urgent, has a red flag, or the report states an urgent finding;
 - reading grade (Flesch-Kincaid, `textstat`) and length in words (the maxims of manner and quantity).
 Gricean ratings by a judge model are not measured yet; these offline figures stand for them and
 are named as proxies in the report.
@@ -38,7 +39,7 @@ from verticals.patient.findings import ABSENT, find_mentions, report_findings
 from verticals.patient.glossary import glossary
 from verticals.patient.report import Report, read_report
 from verticals.patient.themes import questions, themes
-from verticals.patient.urgency import red_flags
+from verticals.patient.urgency import red_flags, urgent_findings
 from verticals.progress import progress_bar
 
 #: MiniLM cosine at or above which an answer sentence counts as supported by a cited sentence
@@ -128,7 +129,6 @@ def _sample(gold: str, report_id: str, report: Report, result: Answer, fixed: se
     said = report_findings(report)
     invented = sorted({m.text for s in claims for m in find_mentions(s)
                        if m.certainty != ABSENT and said.get(m.finding, ABSENT) == ABSENT})
-    policy = themes()[result.theme].policy
     kinds = [n.kind for n in result.notices]
     import textstat
 
@@ -136,8 +136,10 @@ def _sample(gold: str, report_id: str, report: Report, result: Answer, fixed: se
             "source": result.source, "answer": result.text, "checks": sorted({f.check for f in result.checks}),
             "citations": [c.sentence.index for c in result.citations], "notices": kinds,
             "claims": len(claims), "grounded": grounded, "invented_findings": invented,
-            "referral_required": policy.referral, "referral": "referral" in kinds or result.theme == "urgent",
-            "urgent_required": bool(red_flags(result.question)) or gold == "urgent",
+            "referral_required": themes()[gold].policy.referral,
+            "referral": "referral" in kinds or "urgent_question" in kinds,
+            "urgent_required": bool(red_flags(result.question)) or gold == "urgent" or bool(urgent_findings(
+                [m for s in report.sentences for m in find_mentions(s.text)])),
             "urgent_first": bool(kinds) and kinds[0].startswith("urgent"),
             "grade": float(textstat.flesch_kincaid_grade(result.text)), "words": len(result.text.split())}
 
@@ -148,7 +150,7 @@ def _summary(settings: EvalSettings, samples: list[dict[str, Any]], reports: int
     names = list(themes())
     confusion = [[sum(1 for s in samples if s["theme"] == gold and s["answered_as"] == got) for got in names]
                  for gold in names]
-    required = [s for s in samples if s["referral_required"] and s["answered_as"] == s["theme"]]
+    required = [s for s in samples if s["referral_required"]]  # by the question's theme, whatever it was taken as
     urgent = [s for s in samples if s["urgent_required"]]
     claims = sum(s["claims"] for s in samples)
     return {

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -24,6 +25,8 @@ from verticals.patient.config import PatientError
 from verticals.patient.report import Report, Sentence
 
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
+#: what a "history of" trigger gives: the mention is left out
+HISTORICAL = "historical"
 #: when one report says a finding several ways, the strongest claim stands for the report
 _STRENGTH = {PRESENT: 2, UNCERTAIN: 1, ABSENT: 0}
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[;:]")
@@ -41,7 +44,10 @@ _CHANGES = ("new", "newly", "stable", "unchanged", "increased", "increasing", "e
             "interval", "persistent", "persists", "redemonstrated", "again seen", "no change", "not changed",
             "previously", "prior", "progressed", "progression", "grown", "growing", "shrunk")
 _CHANGE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(_CHANGES, key=len, reverse=True)) + r")\b")
-_IMAGE = re.compile(r"\bseries\s*#?\s*(\d+)\s*[,/;]?\s*(?:image|img|im)\s*#?\s*(\d+)\b")
+_IMAGE = re.compile(r"\bseries\s*(?:#\s*)?(\d+)\s*(?:[,/;]\s*)?(?:image|img|im)\s*(?:#\s*)?(\d+)\b")
+#: sentences longer than this (characters) are read in pieces cut after a comma or semicolon: a report
+#: without full stops is one sentence, and the rules look at every trigger for every finding
+MAX_PIECE = 400
 _JOIN = re.compile(r"\band\b|,|;|\bwith\b|\bwhile\b")
 #: how far (in words) a side, place, size or change word may sit from the finding it describes
 _NEAR = 8
@@ -93,9 +99,10 @@ class Rules:
 class Lexicon:
     """The findings of `findings.toml`, with one compiled pattern over every phrase."""
 
-    def __init__(self, findings: Iterable[Finding]) -> None:
+    def __init__(self, findings: Iterable[Finding], ignore: Iterable[str] = ()) -> None:
         self.findings = {f.id: f for f in findings}
         self._by_phrase: dict[str, tuple[Finding, bool]] = {}
+        self._ignored = {" ".join(p.lower().split()) for p in ignore}
         for finding in self.findings.values():
             for phrase, normal in [(t, False) for t in finding.terms] + [(n, True) for n in finding.normal]:
                 key = " ".join(phrase.lower().split())
@@ -103,13 +110,15 @@ class Lexicon:
                     raise PatientError(f"findings.toml: {key!r} names both {self._by_phrase[key][0].id} and "
                                        f"{finding.id}")
                 self._by_phrase[key] = (finding, normal)
-        phrases = sorted(self._by_phrase, key=len, reverse=True)
+        phrases = sorted(set(self._by_phrase) | self._ignored, key=len, reverse=True)
         self._pattern = re.compile(r"\b(?:" + "|".join(_flexible(p) for p in phrases) + r")\b")
 
     def matches(self, lower: str) -> list[tuple[Finding, bool, int, int]]:
         """(finding, is-a-normal-phrase, start, end) of each phrase in a lower-cased sentence."""
         found = []
         for match in self._pattern.finditer(lower):
+            if _key(match.group()) in self._ignored:  # "lung cancer screening" names no finding
+                continue
             finding, normal = self._by_phrase[_key(match.group())]
             found.append((finding, normal, match.start(), match.end()))
         return found
@@ -142,7 +151,7 @@ def lexicon() -> Lexicon:
             raise PatientError(f"findings.toml [findings.{key}]: missing or mistyped field {err}") from err
     if not findings:
         raise PatientError("findings.toml holds no findings")
-    return Lexicon(findings)
+    return Lexicon(findings, table.get("ignore", ()))
 
 
 @lru_cache(maxsize=1)
@@ -154,6 +163,8 @@ def rules() -> Rules:
         for direction in ("before", "after"):
             for phrase in table[certainty][direction]:
                 roles.setdefault(_key(phrase.lower()), set()).add(f"{certainty}_{direction}")
+    for phrase in table.get("historical", {}).get("before", ()):
+        roles.setdefault(_key(phrase.lower()), set()).add("historical_before")
     for phrase in table["pseudo"]["phrases"]:
         roles.setdefault(_key(phrase.lower()), set()).add("pseudo")
     for phrase in table["termination"]["phrases"]:
@@ -164,12 +175,58 @@ def rules() -> Rules:
     return Rules({p: frozenset(r) for p, r in roles.items()}, int(table.get("window", 8)), pattern)
 
 
+class _Words:
+    """The words of a text, counted between two places by bisection (the rules ask this often)."""
+
+    def __init__(self, text: str) -> None:
+        self.spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        self.starts = [s for s, _ in self.spans]
+        self.ends = [e for _, e in self.spans]
+
+    def between(self, start: int, end: int) -> int:
+        return max(0, bisect_right(self.ends, end) - bisect_left(self.starts, start))
+
+    def before(self, position: int, count: int) -> list[tuple[int, int]]:
+        i = bisect_right(self.ends, position)
+        return self.spans[max(0, i - count): i]
+
+
 def find_mentions(sentence: str, lex: Lexicon | None = None) -> list[Mention]:
     """Every finding the sentence names, with its certainty and descriptors."""
-    lex = lex or lexicon()
+    if len(sentence) <= MAX_PIECE:
+        return _find(sentence, lex or lexicon())
+    mentions = []
+    for start, end in _pieces(sentence):
+        for m in _find(sentence[start:end], lex or lexicon()):
+            mentions.append(replace(m, start=m.start + start, end=m.end + start))
+    return mentions
+
+
+def _pieces(sentence: str) -> list[tuple[int, int]]:
+    """(start, end) of pieces of at most about MAX_PIECE characters, cut after , or ; where possible."""
+    pieces, start = [], 0
+    while start < len(sentence):
+        end = min(len(sentence), start + MAX_PIECE)
+        if end < len(sentence):
+            cut = max(sentence.rfind(",", start, end), sentence.rfind(";", start, end), sentence.rfind(" ", start, end))
+            end = cut + 1 if cut > start else end
+        pieces.append((start, end))
+        start = end
+    return pieces
+
+
+def _lower(text: str) -> str:
+    """Lower case of the same length (offsets must stay valid: "\u0130".lower() has two characters)."""
+    lower = text.lower()
+    if len(lower) != len(text):
+        lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return lower.replace("\u2019", "'")
+
+
+def _find(sentence: str, lex: Lexicon) -> list[Mention]:
     context = rules()
-    lower = sentence.lower()
-    words = [(m.start(), m.end()) for m in _WORD.finditer(lower)]
+    lower = _lower(sentence)
+    words = _Words(lower)
     matches = lex.matches(lower)
     taken = [(s, e) for _, _, s, e in matches]
     masked = lower  # triggers are looked for around the findings, never inside them ("no focal | focal nodule")
@@ -186,6 +243,8 @@ def find_mentions(sentence: str, lex: Lexicon | None = None) -> list[Mention]:
             certainty, cue = ABSENT, lower[start:end]
         else:
             certainty, cue = _certainty(start, end, triggers, ends, words, context.window, lower)
+        if certainty == HISTORICAL:  # "history of colon cancer": the past, not this exam
+            continue
         mentions.append(Mention(
             finding.id, finding.name, sentence[start:end], start, end, certainty, cue,
             side=_side(lower, start, end, words, barriers),
@@ -199,7 +258,7 @@ def find_mentions(sentence: str, lex: Lexicon | None = None) -> list[Mention]:
 
 
 def _certainty(start: int, end: int, triggers: list[tuple[int, int, frozenset[str]]], ends: list[tuple[int, int]],
-               words: list[tuple[int, int]], window: int, lower: str) -> tuple[str, str]:
+               words: _Words, window: int, lower: str) -> tuple[str, str]:
     """The closest trigger in scope decides: before the finding (reaching forward) or after it (backward)."""
     best: tuple[int, str, str] | None = None
     for t_start, t_end, roles in triggers:
@@ -213,7 +272,7 @@ def _certainty(start: int, end: int, triggers: list[tuple[int, int, frozenset[st
             blocked = any(end <= e_start and e_end <= t_start for e_start, e_end in ends)
         else:
             continue
-        for certainty in (UNCERTAIN, ABSENT):  # a phrase in both lists ("not excluded") is the hedge
+        for certainty in (HISTORICAL, UNCERTAIN, ABSENT):  # a phrase in both lists ("not excluded") is the hedge
             if f"{certainty}_{direction}" in roles and not blocked and distance <= window:
                 if best is None or distance < best[0]:
                     best = (distance, certainty, lower[t_start:t_end])
@@ -221,11 +280,11 @@ def _certainty(start: int, end: int, triggers: list[tuple[int, int, frozenset[st
     return (best[1], best[2]) if best else (PRESENT, "")
 
 
-def _words_between(words: list[tuple[int, int]], start: int, end: int) -> int:
-    return sum(1 for s, e in words if s >= start and e <= end)
+def _words_between(words: _Words, start: int, end: int) -> int:
+    return words.between(start, end)
 
 
-def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: list[tuple[int, int]],
+def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: _Words,
           barriers: list[tuple[int, int]]) -> list[re.Match[str]]:
     """Matches of `pattern` within `_NEAR` words of the finding with no barrier between, nearest first."""
     found = []
@@ -260,14 +319,14 @@ def _texts(matches: list[re.Match[str]]) -> tuple[str, ...]:
 _SIDE = re.compile(r"\b(?:" + "|".join(_SIDES) + r")\b")
 
 
-def _side(lower: str, start: int, end: int, words: list[tuple[int, int]], barriers: list[tuple[int, int]]) -> str:
+def _side(lower: str, start: int, end: int, words: _Words, barriers: list[tuple[int, int]]) -> str:
     near = _near(_SIDE, lower, start, end, words, barriers)
     return _SIDES[near[0].group()] if near else ""
 
 
-def _qualified(lower: str, start: int, qualifiers: tuple[str, ...], words: list[tuple[int, int]]) -> bool:
+def _qualified(lower: str, start: int, qualifiers: tuple[str, ...], words: _Words) -> bool:
     """Whether a qualifier ("large", "tension") sits in the few words just before the finding."""
-    before = [lower[s:e] for s, e in words if e <= start][-4:]
+    before = [lower[s:e] for s, e in words.before(start, 4)]
     return any(q.lower() in before for q in qualifiers)
 
 

@@ -18,6 +18,8 @@ from verticals.patient.config import PatientError
 
 #: the longest report read (characters): far above any real report, and bounded for the web page
 MAX_REPORT_CHARS = 50_000
+#: the largest report file read (a PDF of a few pages is far smaller)
+MAX_FILE_BYTES = 20_000_000
 #: headings and the section each names
 HEADINGS = {
     "indication": ("indication", "indications", "clinical indication", "history", "clinical history",
@@ -35,7 +37,7 @@ _WITH_COLON = re.compile(r"[ \t]*(?P<word>[A-Za-z][A-Za-z ]{0,30}?)[ \t]*:[ \t]*
 _BLOCK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+)")
 _ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 #: where a sentence may end: . ! or ? then space and something that starts a sentence
-_BOUNDARY = re.compile(r"[.!?]+[\"')]*(?:[ \t]*\n\s*|\s+(?=[\"'(]?[A-Z0-9_]))")
+_BOUNDARY = re.compile(r"(?<![.!?])[.!?]++[\"')]*(?:[ \t]*\n\s*|\s+(?=[\"'(]?[A-Z0-9_]))")
 #: abbreviations whose full stop does not end a sentence
 _ABBREVIATIONS = {"dr.", "mr.", "mrs.", "ms.", "vs.", "approx.", "e.g.", "i.e.", "fig.", "st.", "cf."}
 
@@ -106,7 +108,13 @@ def load_report(path: Path) -> Report:
     """
     if not path.is_file():
         raise PatientError(f"report not found: {path}")
-    data = path.read_bytes()
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PatientError(f"{path} is {path.stat().st_size / 1e6:.1f} MB; a report file may be at most "
+                               f"{MAX_FILE_BYTES // 1_000_000} MB")
+        data = path.read_bytes()
+    except OSError as err:
+        raise PatientError(f"cannot read {path}: {err.strerror or err}") from err
     if data[:5] == b"%PDF-":
         return read_report(_pdf_text(path, data))
     try:
@@ -123,8 +131,11 @@ def _pdf_text(path: Path, data: bytes) -> str:
 
     try:
         pages = [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as err:
+    except PdfReadError as err:
         raise PatientError(f"cannot read the PDF {path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - a malformed or encrypted PDF breaks pypdf in many ways
+        raise PatientError(f"cannot read the PDF {path} ({type(err).__name__}); copy the report's text "
+                           "instead") from err
     text = "\n".join(pages)
     if not text.strip():
         raise PatientError(f"{path} holds no text (a scanned PDF?): copy the report's text, or give a .txt")
