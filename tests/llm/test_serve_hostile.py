@@ -126,15 +126,18 @@ def test_a_client_that_gives_up_on_a_plain_request_stops_it(paced: PacedModel, p
 
 
 def test_ctrl_c_in_llm_chat_frees_the_server(paced: PacedModel, paced_url: str) -> None:
+    # a shell that starts the test run in the background (`cmd &`) hands it SIGINT ignored, and a child
+    # inherits that: give the chat the default handler, as a terminal's Ctrl-C finds it
     chat = subprocess.Popen([sys.executable, "-m", "verticals", "llm", "chat", "-m", paced_url, "--max-tokens", "400",
-                             "Write a long story"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "Write a long story"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert chat.stdout is not None and chat.stdout.read(1)  # the first words arrived
         chat.send_signal(signal.SIGINT)
-        _, err = chat.communicate(timeout=30)
+        out, err = chat.communicate(timeout=30)
     finally:
         chat.kill()
-    assert chat.returncode == 130 and b"Traceback" not in err
+    assert chat.returncode == 130 and b"Traceback" not in err, (chat.returncode, len(out), out[-200:], err[-300:])
     paced.settled()
     assert idle(paced_url)
     answered_at_once(paced_url)
