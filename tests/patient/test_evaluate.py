@@ -52,3 +52,29 @@ def test_an_answer_stating_a_finding_the_report_negates_is_counted(tmp_path: Pat
 def test_settings_are_checked_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(PatientError, match="limit"):
         EvalSettings(tmp_path / "run", limit=-1)
+
+
+class Rater:
+    """A test double of the judge model: gives the replies it is set, in turn for each maxim."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies, self.prompts = replies, []
+
+    def chat_batch(self, prompts, max_tokens: int, temperature: float):  # type: ignore[no-untyped-def]
+        self.prompts += prompts
+        return list(self.replies)
+
+
+def test_a_judge_rates_the_four_maxims_and_a_reply_without_a_rating_is_counted_not_scored(tmp_path: Path) -> None:
+    rater = Rater(["4", "Rating: 5.", "I cannot rate this", "3"])
+    results = evaluate(EvalSettings(tmp_path / "run", model="none", limit=4, judge="fake"), judge=rater)
+    assert results["gricean"] == {"quality": {"mean": 4, "rated": 4, "unreadable": 0},
+                                  "quantity": {"mean": 5, "rated": 4, "unreadable": 0},
+                                  "relation": {"mean": None, "rated": 0, "unreadable": 4},
+                                  "manner": {"mean": 3, "rated": 4, "unreadable": 0}}
+    assert len(rater.prompts) == 16 and "Rate the answer's quality from 1 to 5" in rater.prompts[0][0]["content"]
+    assert "Gricean maxims rated by" in (tmp_path / "run" / "report.html").read_text()
+    with pytest.raises(PatientError, match="more than half"):
+        evaluate(EvalSettings(tmp_path / "run2", model="none", limit=4, judge="fake"),
+                 judge=Rater(["?", "?", "?", "4"]))
+    assert (tmp_path / "run2" / "samples.jsonl").is_file()  # the replies are kept for a look

@@ -120,13 +120,15 @@ def eval_(
     limit: Annotated[int, typer.Option(help="ask only this many of the 240 test questions, spread over the "
                                             "themes (0 = all)")] = 0,
     seed: Annotated[int, typer.Option(help="seed of the sample of radlabels reports")] = 0,
+    judge: Annotated[str, typer.Option(help="a model (bundled, a folder or a URL) that rates each answer 1-5 on "
+                                            "the four Gricean maxims")] = "",
 ) -> None:
     """Evaluate the assistant on the held-out questions and the bundled reports (offline proxies of
     the paper's rubric: theme accuracy, grounding, hallucinated findings, referrals, reading grade)."""
     from verticals.llm.cli import quiet_transformers
     from verticals.patient.evaluate import EvalSettings, evaluate
 
-    settings = EvalSettings(out, model=model, limit=limit, seed=seed)  # checked before anything loads
+    settings = EvalSettings(out, model=model, limit=limit, seed=seed, judge=judge)  # checked before anything loads
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         from verticals.patient.config import PatientError
 
@@ -137,7 +139,12 @@ def eval_(
         from verticals.llm import ResponseCache, open_model
 
         lm = open_model(model.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
-    results = evaluate(settings, model=lm)
+    rater = None
+    if judge:
+        from verticals.llm import ResponseCache, open_model
+
+        rater = open_model(judge.removeprefix("openai:"), cache=ResponseCache.default(), lazy=True)
+    results = evaluate(settings, model=lm, judge=rater)
     console = Console(highlight=False)
     for key, label in (("theme_accuracy", "theme accuracy (target 0.85)"), ("grounding", "grounding (proxy)"),
                        ("hallucinated_findings", "answers with a hallucinated finding (target 0)"),
@@ -147,4 +154,8 @@ def eval_(
                        ("median_words", "median words"), ("answers_from_model", "answers from the model")):
         value = results[key]
         console.print(Text(f"{label}: {'-' if value is None else round(value, 3)}"))
+    for maxim, rating in (results.get("gricean") or {}).items():
+        mean = "-" if rating["mean"] is None else f"{rating['mean']:.2f}"
+        console.print(Text(f"{maxim} (judge, 1-5): {mean} over {rating['rated']} answers, "
+                           f"{rating['unreadable']} replies without a rating"))
     console.print(Text(f"results in {out}/results.json, report in {out}/report.html", style="dim"))

@@ -44,6 +44,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .6em
 <p>Model <code>{escape(str(results['settings']['model']))}</code>; {results['questions']} held-out questions asked
 about {results['reports']} bundled reports in turn. {escape(results['proxies'])}.</p>
 <table><tr><th>measure</th><th>value</th><th>target</th></tr>{rows}</table>
+{_gricean(results)}
 <h2>Accuracy per theme</h2>{_image(_bars(results))}
 <h2>Confusion matrix (rows: the question's theme; columns: the theme it was answered as)</h2>{_image(_matrix(results))}
 <h2>Drafts the check stopped ({sum(1 for s in samples if s['checks'])} answers; first 20)</h2><ul>{caught}</ul>
@@ -51,6 +52,18 @@ about {results['reports']} bundled reports in turn. {escape(results['proxies'])}
 </body></html>
 """
     write_text(out / "report.html", page)
+
+
+def _gricean(results: dict[str, Any]) -> str:
+    """The judge's ratings per maxim, when a judge rated the answers."""
+    rated = results.get("gricean")
+    if not rated:
+        return ""
+    rows = "".join(f"<tr><td>{escape(maxim)}</td><td>{_show(r['mean'], '{:.2f}')}</td><td>{r['rated']}</td>"
+                   f"<td>{r['unreadable']}</td></tr>" for maxim, r in rated.items())
+    return (f"<h2>Gricean maxims rated by <code>{escape(str(results['settings'].get('judge')))}</code> (1-5)</h2>"
+            f"<table><tr><th>maxim</th><th>mean</th><th>answers rated</th><th>replies without a rating</th></tr>"
+            f"{rows}</table>")
 
 
 def _show(value: Any, shape: str) -> str:

@@ -13,8 +13,9 @@ reports when that package is installed), in turn. Measured per answer and summed
   whatever it was taken as) that carry one (target 100%), and the urgent notice first where the
   question is urgent, has a red flag, or the report states an urgent finding;
 - reading grade (Flesch-Kincaid, `textstat`) and length in words (the maxims of manner and quantity).
-Gricean ratings by a judge model are not measured yet; these offline figures stand for them and
-are named as proxies in the report.
+With `--judge MODEL` a language model also rates each answer 1-5 on the four maxims (`rubric.toml`);
+a reply without a rating is counted, not scored, and the run stops when such replies are the most.
+Without a judge the offline figures stand for the maxims and are named as proxies.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class EvalSettings:
     model: str = "bundled"
     limit: int = 0
     seed: int = 0
+    judge: str = ""
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -76,8 +78,12 @@ def bundled_reports(seed: int = 0) -> dict[str, Report]:
     return reports
 
 
-def evaluate(settings: EvalSettings, *, model: Any = None) -> dict[str, Any]:
-    """Ask every test question about a bundled report in turn; write and return the results."""
+def evaluate(settings: EvalSettings, *, model: Any = None, judge: Any = None) -> dict[str, Any]:
+    """Ask every test question about a bundled report in turn; write and return the results.
+
+    Raises:
+        PatientError: a used output folder, or a judge whose replies are mostly not a rating 1-5.
+    """
     from verticals.encoders import embed_texts
 
     if settings.out.exists() and (not settings.out.is_dir() or any(settings.out.iterdir())):
@@ -93,11 +99,23 @@ def evaluate(settings: EvalSettings, *, model: Any = None) -> dict[str, Any]:
         for i, question in enumerate(asked):
             report_id = names[i % len(names)]
             result = answer(reports[report_id], question.text, model=model)
-            samples.append(_sample(question.theme, report_id, reports[report_id], result, fixed, embed_texts))
+            sample = _sample(question.theme, report_id, reports[report_id], result, fixed, embed_texts)
+            if judge is not None:
+                from verticals.patient.judge import rate
+
+                sample["ratings"] = rate(judge, result.question, [c.sentence.text for c in result.citations],
+                                         result.text)
+            samples.append(sample)
             advance()
     results = _summary(settings, samples, len(reports))
     settings.out.mkdir(parents=True, exist_ok=True)
     write_text(settings.out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    gricean = results.get("gricean") or {}
+    unreadable = sum(m["unreadable"] for m in gricean.values())
+    if gricean and unreadable > 0.5 * sum(m["rated"] + m["unreadable"] for m in gricean.values()):
+        raise PatientError(f"the judge's replies were not a rating 1-5 {unreadable} times, more than half: its "
+                           "ratings would measure the reader, not the answers (replies in "
+                           f"{settings.out}/samples.jsonl)")
     write_json(settings.out / "results.json", results)
     from verticals.patient.eval_report import write_report
 
@@ -154,7 +172,8 @@ def _summary(settings: EvalSettings, samples: list[dict[str, Any]], reports: int
     urgent = [s for s in samples if s["urgent_required"]]
     claims = sum(s["claims"] for s in samples)
     return {
-        "settings": {"model": settings.model, "limit": settings.limit, "seed": settings.seed,
+        "settings": {"model": settings.model, "judge": settings.judge, "limit": settings.limit,
+                     "seed": settings.seed,
                      "grounded_threshold": GROUNDED, "verticals": __version__, "python": sys.version.split()[0]},
         "reports": reports, "questions": len(samples),
         "theme_accuracy": sum(s["theme"] == s["answered_as"] for s in samples) / len(samples),
@@ -170,6 +189,23 @@ def _summary(settings: EvalSettings, samples: list[dict[str, Any]], reports: int
         "median_words": statistics.median(s["words"] for s in samples),
         "answers_from_model": sum(s["source"] == "model" for s in samples),
         "checks_fired": dict(Counter(c for s in samples for c in s["checks"]).most_common()),
+        "gricean": _gricean(samples),
         "proxies": "grounding, hallucinated findings, referral compliance, reading grade and length stand for the "
-                   "Gricean maxims (quality, relation, manner, quantity); no judge model rated them",
+                   "Gricean maxims (quality, relation, manner, quantity)"
+                   + ("; a judge model also rated them (gricean)" if settings.judge else "; no judge model rated them"),
     }
+
+
+def _gricean(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Per maxim: the mean rating over the answers the judge rated, how many, and how many replies held
+    no rating (counted, never scored)."""
+    if not any("ratings" in s for s in samples):
+        return None
+    maxims = list(next(s["ratings"] for s in samples if "ratings" in s))
+    summary = {}
+    for maxim in maxims:
+        given = [s["ratings"][maxim] for s in samples if "ratings" in s]
+        rated = [r for r in given if r is not None]
+        summary[maxim] = {"mean": statistics.mean(rated) if rated else None, "rated": len(rated),
+                          "unreadable": len(given) - len(rated)}
+    return summary
