@@ -28,7 +28,7 @@ def test_policies_send_prognosis_treatment_and_urgent_questions_to_the_care_team
     assert any("recommend" in rule for rule in found["treatment"].policy.must_not)
 
 
-@pytest.mark.parametrize(("split", "least"), [("train", 25), ("test", 15)])
+@pytest.mark.parametrize(("split", "least"), [("train", 30), ("test", 20)])
 def test_every_theme_is_asked_in_every_voice(split: str, least: int) -> None:
     asked = questions(split)
     per_theme = Counter(q.theme for q in asked)
@@ -49,7 +49,7 @@ def test_the_classifier_finds_the_theme_of_held_out_questions() -> None:
     test = questions("test")
     guesses = ThemeClassifier().guess([q.text for q in test])
     accuracy = sum(g.theme == q.theme for g, q in zip(guesses, test)) / len(test)
-    assert accuracy >= 0.8  # 0.833 measured (benchmarks/patient.py); the target with a second opinion is 0.85
+    assert accuracy >= 0.85  # the target; 0.867 measured (benchmarks/patient.py)
     # the theme that must not be missed: the red-flag rules or the classifier catch it
     urgent = [(g, q) for g, q in zip(guesses, test) if q.theme == "urgent"]
     assert sum(g.theme == "urgent" or bool(red_flags(q.text)) for g, q in urgent) >= 0.95 * len(urgent)
