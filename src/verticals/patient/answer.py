@@ -47,8 +47,9 @@ RELEVANT = 0.5
 #: below this probability of its theme, a question also gets the referral its runner-up theme would need
 REFER_BELOW = 0.8
 #: themes answered by the notice and the template alone, never by a model: urgent and off-topic
-#: questions, and those where a model's words could be taken as a verdict or advice
-_NO_DRAFT = ("urgent", "off_topic", "prognosis", "treatment", "next_steps")
+#: questions, those where a model's words could be taken as a verdict or advice, and location, where
+#: the report's own words (side, lobe, image numbers) are the answer and a model only blurs them
+_NO_DRAFT = ("urgent", "off_topic", "prognosis", "treatment", "next_steps", "location")
 _SYSTEM = """You explain a patient's radiology report in plain, simple words (short sentences, everyday words).
 Rules you must follow:
 - Use only the report sentences and definitions given. Never add a finding, a number or a name that is not there.

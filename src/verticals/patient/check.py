@@ -26,6 +26,7 @@ _ECHO = re.compile(r"<<<|>>>|report sentences|quoted data|definitions:|^\s*answe
 _NUMBER_WORDS = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|"
     r"hundred|half)\s+(?:mm|cm|millimet\w*|centimet\w*|milligram\w*|mg|inch\w*|percent)\b", re.IGNORECASE)
+_SIDE_WORD = re.compile(r"\b(left|right)\b")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.]*\d)")
 _DOSE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:mg|mcg|µg|ug|g|ml|mL|units?|iu|puffs?|tablets?|pills?|times a day)\b",
                    re.IGNORECASE)
@@ -106,6 +107,9 @@ def check_draft(draft: str, report_claims: dict[str, str], allowed_text: str,
             sides = (report_sides or {}).get(mention.finding, set())
             if mention.side in ("left", "right") and sides and mention.side not in sides:
                 failures.append(Failure("side", f"{mention.text} on the {mention.side}"))
+    said_sides = set(_SIDE_WORD.findall(allowed_text.lower()))
+    failures += [Failure("side", word) for word in dict.fromkeys(_SIDE_WORD.findall(draft.lower()))
+                 if word not in said_sides]  # "the left lung has the problem" when the sources say no side
     allowed = {n.replace(",", ".") for n in _NUMBER.findall(allowed_text)}
     for number in _NUMBER.findall(draft):
         if number.replace(",", ".") not in allowed:
