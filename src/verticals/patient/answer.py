@@ -24,7 +24,7 @@ from typing import Any
 from verticals.patient.check import Failure, check_draft
 from verticals.patient.compose import Notice, notices_for, template_answer
 from verticals.patient.config import PatientError
-from verticals.patient.findings import report_findings, report_mentions
+from verticals.patient.findings import claims_of, report_mentions
 from verticals.patient.glossary import glossary
 from verticals.patient.report import Report
 from verticals.patient.retrieve import Citation, retrieve
@@ -132,7 +132,7 @@ def answer_stream(report: Report, question: str, *, model: Any = None, classifie
     citations = [] if theme.id in _NO_DRAFT else retrieve(report, question)
     if not citations and theme.policy.answer_from == "report":
         citations = _described(report, theme.id)
-    claims = report_findings(report)
+    claims = claims_of(mentions)  # the report is read once per answer
     text, source, failures = template_answer(theme, question, citations, claims), "template", []
     sources = _sources(question, citations)
     if model is not None and theme.id not in _NO_DRAFT and sources:

@@ -36,7 +36,7 @@ from verticals.files import write_json, write_text
 from verticals.patient.answer import Answer, answer
 from verticals.patient.compose import texts
 from verticals.patient.config import PatientError
-from verticals.patient.findings import ABSENT, find_mentions, report_findings
+from verticals.patient.findings import ABSENT, find_mentions, report_findings, report_mentions
 from verticals.patient.glossary import glossary
 from verticals.patient.report import Report, read_report
 from verticals.patient.themes import questions, themes
@@ -94,12 +94,15 @@ def evaluate(settings: EvalSettings, *, model: Any = None, judge: Any = None) ->
         asked = asked[:: max(1, len(asked) // settings.limit)][: settings.limit]
     names = list(reports)
     fixed = _fixed_sentences()
+    urgent = {name: bool(urgent_findings([m for _, found in report_mentions(r) for m in found]))
+              for name, r in reports.items()}  # read once per report, not once per question
     samples = []
     with progress_bar("answering", len(asked)) as advance:
         for i, question in enumerate(asked):
             report_id = names[i % len(names)]
             result = answer(reports[report_id], question.text, model=model)
-            sample = _sample(question.theme, report_id, reports[report_id], result, fixed, embed_texts)
+            sample = _sample(question.theme, report_id, reports[report_id], result, fixed, embed_texts,
+                             urgent[report_id])
             if judge is not None:
                 from verticals.patient.judge import rate
 
@@ -134,7 +137,8 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 2]
 
 
-def _sample(gold: str, report_id: str, report: Report, result: Answer, fixed: set[str], embed: Any) -> dict[str, Any]:
+def _sample(gold: str, report_id: str, report: Report, result: Answer, fixed: set[str], embed: Any,
+            urgent_report: bool) -> dict[str, Any]:
     own = [s for s in _sentences(result.text) if " ".join(s.split()) not in fixed and not s.startswith("\u201c")]
     # statements of absence ("does not mention") are checked by code against the report, not grounded by a citation
     claims = [s for s in own if not s.startswith(("In its words:", "Your report says:", "Your report does not mention",
@@ -156,8 +160,7 @@ def _sample(gold: str, report_id: str, report: Report, result: Answer, fixed: se
             "claims": len(claims), "grounded": grounded, "invented_findings": invented,
             "referral_required": themes()[gold].policy.referral,
             "referral": "referral" in kinds or "urgent_question" in kinds,
-            "urgent_required": bool(red_flags(result.question)) or gold == "urgent" or bool(urgent_findings(
-                [m for s in report.sentences for m in find_mentions(s.text)])),
+            "urgent_required": bool(red_flags(result.question)) or gold == "urgent" or urgent_report,
             "urgent_first": bool(kinds) and kinds[0].startswith("urgent"),
             "grade": float(textstat.flesch_kincaid_grade(result.text)), "words": len(result.text.split())}
 

@@ -343,8 +343,12 @@ def report_mentions(report: Report, lex: Lexicon | None = None) -> list[tuple[Se
 def report_findings(report: Report, lex: Lexicon | None = None) -> dict[str, str]:
     """What the report says about each finding it names: present, uncertain or absent (the
     strongest claim where it says several; the impression is not weighted over the findings)."""
+    return claims_of(m for _, found in report_mentions(report, lex) for m in found)
+
+
+def claims_of(mentions: Iterable[Mention]) -> dict[str, str]:
+    """The strongest claim per finding among mentions already found (see `report_findings`)."""
     said: dict[str, list[str]] = {}
-    for _, mentions in report_mentions(report, lex):
-        for mention in mentions:
-            said.setdefault(mention.finding, []).append(mention.certainty)
+    for mention in mentions:
+        said.setdefault(mention.finding, []).append(mention.certainty)
     return {finding: strongest(claims) for finding, claims in said.items()}
