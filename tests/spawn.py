@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from collections.abc import Callable
@@ -31,3 +32,19 @@ def spawn(worker: Callable[..., None], args: tuple[Any, ...], nprocs: int, deadl
             if process.is_alive():
                 process.terminate()
                 process.join(5)
+
+
+def leave_world() -> None:
+    """End a rank's gloo world cleanly: every rank done, the DDP reducers gone, then the group destroyed.
+
+    A rank that destroys its group while the other still talks, or exits with gloo threads holding
+    tensors, aborts in C++ ("terminate called without an active exception", SIGABRT) at shutdown.
+    Call it after the objects holding the group (DDP wrappers, trainers) are out of scope.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.dropbp.tiny import backward, batch, tiny
-from tests.spawn import spawn
+from tests.spawn import leave_world, spawn
 
 WORLD, STEPS, DEADLINE = 2, 4, 60.0
 
@@ -21,34 +21,37 @@ def _data(rank: int, step: int) -> dict[str, torch.Tensor]:
 
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    _train(rank, out)  # its DDP wrapper is gone when it returns, before the world ends
+    leave_world()
+
+
+def _train(rank: int, out: str) -> None:
     from safetensors.torch import save_file
     from torch.nn.parallel import DistributedDataParallel
 
     from verticals import dropbp
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        model = tiny("llama")
-        controller = dropbp.apply(model, drop_rate=0.5, seed=0)
-        ddp = DistributedDataParallel(model, find_unused_parameters=True)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        masks = []
-        for step in range(STEPS):
-            optimizer.zero_grad(set_to_none=True)
-            ddp(**_data(rank, step)).loss.backward()
-            masks.append(controller.mask.tolist())
-            if step == 0:
-                save_file({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
-                          f"{out}/grads{rank}.safetensors")
-            optimizer.step()
-            controller.step()
-        save_file({n: p.detach().clone().contiguous() for n, p in model.named_parameters()},
-                  f"{out}/params{rank}.safetensors")
-        Path(f"{out}/masks{rank}.json").write_text(json.dumps(masks))
-    finally:
-        dist.destroy_process_group()
+    model = tiny("llama")
+    controller = dropbp.apply(model, drop_rate=0.5, seed=0)
+    ddp = DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    masks = []
+    for step in range(STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        ddp(**_data(rank, step)).loss.backward()
+        masks.append(controller.mask.tolist())
+        if step == 0:
+            save_file({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
+                      f"{out}/grads{rank}.safetensors")
+        optimizer.step()
+        controller.step()
+    save_file({n: p.detach().clone().contiguous() for n, p in model.named_parameters()},
+              f"{out}/params{rank}.safetensors")
+    Path(f"{out}/masks{rank}.json").write_text(json.dumps(masks))
 
 
 @pytest.mark.distributed

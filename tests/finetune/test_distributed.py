@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.finetune.test_train import CHATS
-from tests.spawn import spawn
+from tests.spawn import leave_world, spawn
 
 WORLD, STEPS, DEADLINE = 2, 4, 90.0
 
@@ -25,26 +25,27 @@ def _worker(rank: int, port: int, model_dir: str, root: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
+    _train(rank, model_dir, root)  # what holds the world is gone when it returns
+    leave_world()
+
+
+def _train(rank: int, model_dir: str, root: str) -> None:
     from accelerate import PartialState
     from safetensors.torch import save_file
 
     from verticals.finetune import FinetuneConfig, finetune
     from verticals.llm.local import LocalModel
 
-    try:
-        model = LocalModel(model_dir, device="cpu")
-        config = FinetuneConfig(steps=STEPS, batch_size=2, lr=5e-2, warmup_steps=0, save_every=2, drop_rate=0.5,
-                                max_length=64)
-        result = finetune(model, CHATS, _out(root, rank), config, progress=False)
-        state = PartialState()
-        trainable = {n: p.detach().clone().contiguous() for n, p in model.model.named_parameters() if p.requires_grad}
-        save_file(trainable, f"{root}/params{rank}.safetensors")
-        Path(f"{root}/rank{rank}.json").write_text(json.dumps({
-            "world": state.num_processes, "index": state.process_index, "type": str(state.distributed_type),
-            "loss": result.final_loss, "rates": result.drop_rates}))
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    model = LocalModel(model_dir, device="cpu")
+    config = FinetuneConfig(steps=STEPS, batch_size=2, lr=5e-2, warmup_steps=0, save_every=2, drop_rate=0.5,
+                            max_length=64)
+    result = finetune(model, CHATS, _out(root, rank), config, progress=False)
+    state = PartialState()
+    trainable = {n: p.detach().clone().contiguous() for n, p in model.model.named_parameters() if p.requires_grad}
+    save_file(trainable, f"{root}/params{rank}.safetensors")
+    Path(f"{root}/rank{rank}.json").write_text(json.dumps({
+        "world": state.num_processes, "index": state.process_index, "type": str(state.distributed_type),
+        "loss": result.final_loss, "rates": result.drop_rates}))
 
 
 @pytest.mark.distributed

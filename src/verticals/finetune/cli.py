@@ -56,6 +56,9 @@ def run(
     from accelerate import PartialState  # set up by finetune(); under torchrun, one world of all ranks
 
     state = PartialState()
+    if state.num_processes > 1:  # every rank done before the world ends; else gloo aborts a rank at exit
+        state.wait_for_everyone()
+        state.destroy_process_group()
     if not state.is_main_process:
         return
     world = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
