@@ -97,7 +97,7 @@ def test_files_that_hold_no_report_text_are_refused_in_one_line(tmp_path: Path) 
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\nnot really a pdf")
     (tmp_path / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     cases = [(tmp_path / "missing.txt", "not found"), (tmp_path / "scan.pdf", "holds no text"),
-             (tmp_path / "broken.pdf", "cannot read the PDF"), (tmp_path / "image.txt", "not a text file")]
+             (tmp_path / "broken.pdf", "as a PDF"), (tmp_path / "image.txt", "not a text file")]
     for path, message in cases:
         with pytest.raises(PatientError, match=message):
             load_report(path)

@@ -15,6 +15,9 @@ from verticals.llm.errors import LLMError, ModelLoadError, ServerError
 from verticals.llm.messages import Message, image_part, text_of
 
 if TYPE_CHECKING:
+    from verticals.llm._api_errors import APIError, install_error_handlers
+    from verticals.llm._protocol import ErrorResponse
+    from verticals.llm._request_limits import RequestLimits
     from verticals.llm.base import GenerationParams, LanguageModel
     from verticals.llm.cache import ResponseCache
     from verticals.llm.image_text import cached_reader, images_as_text
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
 
 # torch and transformers load only when a model class is first used (keeps `verticals --help` fast).
 _LAZY = {
+    # the HTTP layer our servers share (this one's and the patient app's): one error shape, bounded requests
+    "APIError": "verticals.llm._api_errors",
+    "install_error_handlers": "verticals.llm._api_errors",
+    "ErrorResponse": "verticals.llm._protocol",
+    "RequestLimits": "verticals.llm._request_limits",
     "GenerationParams": "verticals.llm.base",
     "LanguageModel": "verticals.llm.base",
     "ResponseCache": "verticals.llm.cache",
@@ -34,8 +42,9 @@ _LAZY = {
     "OpenAIModel": "verticals.llm.openai_api",
 }
 
-__all__ = ["GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message", "ModelLoadError", "OpenAIModel",
-           "ResponseCache", "ServerError", "cached_reader", "image_part", "images_as_text", "open_model", "text_of"]
+__all__ = ["APIError", "ErrorResponse", "GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message",
+           "ModelLoadError", "OpenAIModel", "RequestLimits", "ResponseCache", "ServerError", "cached_reader",
+           "image_part", "images_as_text", "install_error_handlers", "open_model", "text_of"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,10 @@ from verticals.llm._api_errors import APIError
 class RequestLimits:
     """Wrap `app`: at most `max_open` requests at once, bodies of at most `max_bytes` arriving within `timeout` s."""
 
-    def __init__(self, app: ASGIApp, *, max_open: int, max_bytes: int, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, max_open: int, max_bytes: int, timeout: float,
+                 too_large_hint: str = "start it with a larger --max-body-mb") -> None:
         self.app, self.max_open, self.max_bytes, self.timeout = app, max_open, max_bytes, timeout
+        self.too_large_hint = too_large_hint
         self.open = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,7 +67,7 @@ class RequestLimits:
 
     def _too_large(self, size: int) -> APIError:
         return APIError(413, f"The request body is {size:,} bytes; this server accepts at most "
-                             f"{self.max_bytes:,} (start it with a larger --max-body-mb).",
+                             f"{self.max_bytes:,} ({self.too_large_hint}).",
                         code="request_too_large")
 
     @staticmethod

@@ -159,3 +159,54 @@ def eval_(
         console.print(Text(f"{maxim} (judge, 1-5): {mean} over {rating['rated']} answers, "
                            f"{rating['unreadable']} replies without a rating"))
     console.print(Text(f"results in {out}/results.json, report in {out}/report.html", style="dim"))
+
+
+@app.command(epilog="Example: verticals patient serve --model bundled --port 8000")
+def serve(
+    model: Annotated[str, typer.Option(help="the model that drafts answers: bundled, a model folder, an "
+                                            "OpenAI-compatible URL, or none (templates only)")] = "bundled",
+    host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this computer only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    model_wait: Annotated[float, typer.Option(help="seconds an answer waits for a busy model before it is given "
+                                                   "from the report's words and the glossary instead")] = 30.0,
+    model_slots: Annotated[int, typer.Option(help="drafts generated at once (default: 1 for a local model, 4 for "
+                                                  "a server)")] = 0,
+) -> None:
+    """Open the assistant as a web page: paste or upload a report, see it explained, ask questions.
+
+    Nothing a person types is stored or logged; the log has request ids, themes and timings only."""
+    import logging
+    import socket
+
+    from verticals.llm.cli import quiet_transformers
+    from verticals.patient.config import PatientError
+    from verticals.patient.web import WebSettings, create_app
+
+    remote = model.removeprefix("openai:").startswith(("http://", "https://"))
+    settings = WebSettings(model_wait=model_wait, model_slots=model_slots or (4 if remote else 1))
+    if not 0 <= port <= 65535:
+        raise PatientError(f"port must be between 0 and 65535, got {port}")
+    with socket.socket() as probe:  # before the model loads: a taken port is one line, not a traceback later
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise PatientError(f"cannot listen on {host}:{port} ({err.strerror or err}): give another --port "
+                               "or --host") from err
+    quiet_transformers()
+    lm = None
+    if model != "none":
+        from verticals.llm import open_model
+
+        # no response cache: it would keep answers drafted from people's reports on disk
+        lm = open_model(model.removeprefix("openai:"), cache=None)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    web_log = logging.getLogger("verticals.patient.web")
+    web_log.addHandler(handler)
+    web_log.setLevel(logging.INFO)
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    Console(stderr=True, highlight=False).print(
+        Text(f"the patient assistant is starting; open http://{shown}:{port}/ in your browser (Ctrl-C stops it)"))
+    import uvicorn
+
+    uvicorn.run(create_app(lambda: lm, settings), host=host, port=port, log_level="warning")

@@ -28,7 +28,6 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from verticals.files import write_json, write_text
 from verticals.patient.answer import Answer, answer
 from verticals.patient.compose import texts
 from verticals.patient.config import PatientError
+from verticals.patient.examples import examples
 from verticals.patient.findings import ABSENT, find_mentions, report_findings, report_mentions
 from verticals.patient.glossary import glossary
 from verticals.patient.report import Report, read_report
@@ -67,8 +67,7 @@ class EvalSettings:
 
 def bundled_reports(seed: int = 0) -> dict[str, Report]:
     """The ten CT reports and, when `radlabels` is installed, a seeded sample of its reports."""
-    package = resources.files("verticals.patient") / "reports"
-    reports = {f"ct_{i:02d}": read_report((package / f"ct_{i:02d}.txt").read_text("utf-8")) for i in range(1, 11)}
+    reports = {name: read_report(example.text) for name, example in examples().items()}
     spec = importlib.util.find_spec("radlabels")
     if spec is not None and spec.submodule_search_locations:
         folder = Path(spec.submodule_search_locations[0]) / "samples" / "synthetic_reports"

@@ -115,15 +115,25 @@ def load_report(path: Path) -> Report:
         data = path.read_bytes()
     except OSError as err:
         raise PatientError(f"cannot read {path}: {err.strerror or err}") from err
+    return read_report_bytes(data, str(path))
+
+
+def read_report_bytes(data: bytes, name: str) -> Report:
+    """A report from a file's bytes (a PDF when they start like one, else UTF-8 text); `name` is only
+    for messages (an upload's bytes are read in memory, never written to disk).
+
+    Raises:
+        PatientError: not text, a PDF without text (a scan), or an unreadable PDF.
+    """
     if data[:5] == b"%PDF-":
-        return read_report(_pdf_text(path, data))
+        return read_report(_pdf_text(name, data))
     try:
         return read_report(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise PatientError(f"{path} is not a text file (UTF-8) or a PDF") from err
+        raise PatientError(f"{name} is not a text file (UTF-8) or a PDF") from err
 
 
-def _pdf_text(path: Path, data: bytes) -> str:
+def _pdf_text(path: str, data: bytes) -> str:
     import io
 
     from pypdf import PdfReader
@@ -132,9 +142,9 @@ def _pdf_text(path: Path, data: bytes) -> str:
     try:
         pages = [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
     except PdfReadError as err:
-        raise PatientError(f"cannot read the PDF {path}: {err}") from err
+        raise PatientError(f"cannot read {path} as a PDF: {err}") from err
     except Exception as err:  # noqa: BLE001 - a malformed or encrypted PDF breaks pypdf in many ways
-        raise PatientError(f"cannot read the PDF {path} ({type(err).__name__}); copy the report's text "
+        raise PatientError(f"cannot read {path} as a PDF ({type(err).__name__}); copy the report's text "
                            "instead") from err
     text = "\n".join(pages)
     if not text.strip():

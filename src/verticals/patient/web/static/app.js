@@ -1,0 +1,948 @@
+/* Understand your chest scan report: the page's behaviour.
+ *
+ * Rules kept here on purpose:
+ * - Everything from the person or the server goes into the page as text only
+ *   (textContent, createTextNode, createElement); never as HTML.
+ * - Nothing is stored: no localStorage, sessionStorage, cookies or IndexedDB.
+ *   The state lives in this closure and "Clear everything" forgets it.
+ * - No inline styles (the Content-Security-Policy forbids them): only classes and `hidden`.
+ */
+(function () {
+  "use strict";
+
+  const MAX_QUESTION_CHARS = 2000;
+  const MAX_REPORT_CHARS = 50000;
+  const MAX_FILE_BYTES = 2 * 1024 * 1024;
+  const SUGGESTIONS_PER_THEME = 3;
+
+  const CERTAINTY_HIDDEN = {
+    present: " (present)",
+    absent: " (not present)",
+    uncertain: " (uncertain)",
+  };
+  const CERTAINTY_WORDS = {
+    present: "the report says this is there",
+    absent: "the report says this is not there",
+    uncertain: "the report is not sure",
+  };
+  const SOURCE_WORDS = {
+    model: "Written by the AI model and checked against your report",
+    template: "From the report's own words and the glossary",
+  };
+  const URGENT_KINDS = new Set(["urgent_question", "urgent_report"]);
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------- elements ----------
+  const el = {};
+
+  // ---------- state (never stored anywhere else) ----------
+  const state = {
+    view: null,              // the last ReportView shown
+    readText: null,          // the textarea text that view was read from
+    history: [],             // [{question, answer, theme, source, citations}]
+    generation: 0,           // bumped by Clear: late replies of older requests are dropped
+    reportController: null,  // AbortController of a report read or upload
+    answerController: null,  // AbortController of an answer stream
+    busyAnswer: false,
+    busyReport: false,
+    restoreFocus: null,      // the Ask button, when it had focus before it was disabled
+    tipCounter: 0,
+    flashTimer: null,
+    saveUrl: null,
+  };
+
+  // ---------- small helpers ----------
+
+  const numberFormat = new Intl.NumberFormat("en-US");
+  const fmt = (n) => numberFormat.format(n);
+
+  /** Characters as Python counts them (code points), so limits match the server's. */
+  function charCount(text) {
+    let n = 0;
+    for (const _ of text) n += 1; // eslint-disable-line no-unused-vars
+    return n;
+  }
+
+  function setText(node, text) {
+    node.textContent = text == null ? "" : String(text);
+  }
+
+  function removeChildren(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function make(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = String(text);
+    return node;
+  }
+
+  function isAbort(err) {
+    return err && (err.name === "AbortError" || err.name === "TimeoutError");
+  }
+
+  const NETWORK_MESSAGE = "We could not reach the assistant. Please check your connection and try again.";
+
+  /** The message of an error reply ({"error": {"message": ...}}), or a plain fallback. */
+  async function errorMessage(response) {
+    let message = "";
+    try {
+      const data = await response.json();
+      if (data && data.error && typeof data.error.message === "string") {
+        message = data.error.message;
+      } else if (data && typeof data.detail === "string") {
+        message = data.detail;
+      }
+    } catch (_) {
+      /* not JSON */
+    }
+    return message || `Something went wrong (error ${response.status}). Please try again.`;
+  }
+
+  async function getJSON(url, options) {
+    const response = await fetch(url, Object.assign({ headers: { Accept: "application/json" } }, options || {}));
+    if (!response.ok) {
+      const err = new Error(await errorMessage(response));
+      err.isServer = true;
+      throw err;
+    }
+    return response.json();
+  }
+
+  function showError(node, message) {
+    setText(node, message || "");
+  }
+
+  // ---------- report: reading ----------
+
+  function reportTooLongMessage(n) {
+    return `This report has ${fmt(n)} characters; the most is 50,000.`;
+  }
+
+  /** Checks the report text; returns an error message or "". */
+  function checkReport(text) {
+    if (!text || !text.trim()) return "Please paste or choose a report first.";
+    const n = charCount(text);
+    if (n > MAX_REPORT_CHARS) return reportTooLongMessage(n);
+    return "";
+  }
+
+  function setReportBusy(busy) {
+    // Nothing is disabled here (that would take focus away from the select or button);
+    // a second read simply replaces the first.
+    state.busyReport = busy;
+    el.reportView.setAttribute("aria-busy", busy ? "true" : "false");
+    if (busy) setText(el.reportStatus, "Reading your report…");
+  }
+
+  /** Sends the textarea's text to /api/report and shows the result. Returns true when shown. */
+  async function readReport() {
+    const text = el.reportInput.value;
+    showError(el.reportError, "");
+    setText(el.reportStatus, "");
+    const problem = checkReport(text);
+    if (problem) {
+      showError(el.reportError, problem);
+      return false;
+    }
+    if (state.reportController) state.reportController.abort();
+    const controller = new AbortController();
+    state.reportController = controller;
+    const generation = state.generation;
+    setReportBusy(true);
+    try {
+      const view = await getJSON("/api/report", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ text }),
+        signal: controller.signal,
+      });
+      if (generation !== state.generation) return false;
+      state.readText = text;
+      showView(view);
+      setText(el.reportStatus, "Your report is shown below, with its findings highlighted.");
+      return true;
+    } catch (err) {
+      if (isAbort(err) || generation !== state.generation) return false;
+      setText(el.reportStatus, "");
+      showError(el.reportError, err.isServer ? err.message : NETWORK_MESSAGE);
+      return false;
+    } finally {
+      if (state.reportController === controller) {
+        state.reportController = null;
+        setReportBusy(false);
+      }
+    }
+  }
+
+  async function uploadFile() {
+    showError(el.reportError, "");
+    setText(el.reportStatus, "");
+    const file = el.fileInput.files && el.fileInput.files[0];
+    if (!file) return;
+    const name = (file.name || "").toLowerCase();
+    if (!(name.endsWith(".txt") || name.endsWith(".pdf"))) {
+      showError(el.reportError, "Please choose a .txt or .pdf file.");
+      el.fileInput.value = "";
+      return;
+    }
+    if (file.size > MAX_FILE_BYTES) {
+      const mb = file.size / (1024 * 1024);
+      const shown = mb < 10 ? mb.toFixed(1) : String(Math.round(mb));
+      showError(el.reportError, `This file is ${shown} MB; the most accepted is 2 MB.`);
+      el.fileInput.value = "";
+      return;
+    }
+    if (state.reportController) state.reportController.abort();
+    const controller = new AbortController();
+    state.reportController = controller;
+    const generation = state.generation;
+    setReportBusy(true);
+    try {
+      const view = await getJSON("/api/upload", {
+        method: "POST",
+        headers: { "Content-Type": "application/octet-stream", Accept: "application/json" },
+        body: file,
+        signal: controller.signal,
+      });
+      if (generation !== state.generation) return;
+      el.reportInput.value = typeof view.text === "string" ? view.text : "";
+      state.readText = el.reportInput.value;
+      el.exampleSelect.value = "";
+      showView(view);
+      setText(el.reportStatus, "Your file was read. Your report is shown below, with its findings highlighted.");
+    } catch (err) {
+      if (isAbort(err) || generation !== state.generation) return;
+      setText(el.reportStatus, "");
+      showError(el.reportError, err.isServer ? err.message : NETWORK_MESSAGE);
+    } finally {
+      if (state.reportController === controller) {
+        state.reportController = null;
+        setReportBusy(false);
+      }
+    }
+  }
+
+  async function chooseExample() {
+    const id = el.exampleSelect.value;
+    showError(el.reportError, "");
+    if (!id) return;
+    const generation = state.generation;
+    setText(el.reportStatus, "Opening the example…");
+    let example;
+    try {
+      example = await getJSON(`/api/examples/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (generation !== state.generation) return;
+      setText(el.reportStatus, "");
+      showError(el.reportError, err.isServer ? err.message : NETWORK_MESSAGE);
+      return;
+    }
+    if (generation !== state.generation) return;
+    el.reportInput.value = typeof example.text === "string" ? example.text : "";
+    el.fileInput.value = "";
+    await readReport();
+  }
+
+  async function loadExamples() {
+    try {
+      const data = await getJSON("/api/examples");
+      const examples = (data && Array.isArray(data.examples)) ? data.examples : [];
+      for (const example of examples) {
+        if (!example || example.id == null) continue;
+        const option = document.createElement("option");
+        option.value = String(example.id);
+        option.textContent = String(example.title || example.id);
+        el.exampleSelect.appendChild(option);
+      }
+    } catch (_) {
+      // The examples are optional; the rest of the page works without them.
+    }
+  }
+
+  // ---------- report: rendering ----------
+
+  function leafText(nodes) {
+    let out = "";
+    for (const node of nodes || []) {
+      if (!node || typeof node !== "object") continue;
+      if (Array.isArray(node.children)) out += leafText(node.children);
+      else if (typeof node.text === "string") out += node.text;
+    }
+    return out;
+  }
+
+  function renderNodes(nodes, parent, terms) {
+    for (const node of nodes || []) {
+      if (!node || typeof node !== "object") continue;
+      if (node.kind === "finding") {
+        const certainty = ["present", "absent", "uncertain"].includes(node.certainty) ? node.certainty : "uncertain";
+        const mark = document.createElement("mark");
+        mark.className = `finding finding-${certainty}` + (node.urgent ? " finding-urgent" : "");
+        if (node.name) mark.dataset.finding = String(node.name);
+        renderNodes(node.children, mark, terms);
+        parent.appendChild(mark);
+        let hidden = CERTAINTY_HIDDEN[certainty];
+        if (node.urgent) hidden = hidden.replace(")", "; may need prompt attention)");
+        parent.appendChild(make("span", "visually-hidden", hidden));
+      } else if (node.kind === "term") {
+        const entry = terms && node.term != null ? terms[node.term] : null;
+        const definition = entry && typeof entry.definition === "string" ? entry.definition : "";
+        if (!definition) {
+          renderNodes(node.children, parent, terms);
+          continue;
+        }
+        const span = make("span", "term");
+        span.tabIndex = 0;
+        span.dataset.term = String(node.term);
+        state.tipCounter += 1;
+        const tipId = `tip-${state.tipCounter}`;
+        span.setAttribute("aria-describedby", tipId);
+        renderNodes(node.children, span, terms);
+        const tip = make("span", "tooltip", definition);
+        tip.id = tipId;
+        tip.setAttribute("role", "tooltip");
+        span.appendChild(tip);
+        parent.appendChild(span);
+      } else if (Array.isArray(node.children)) {
+        renderNodes(node.children, parent, terms);
+      } else if (typeof node.text === "string") {
+        parent.appendChild(document.createTextNode(node.text));
+      }
+    }
+  }
+
+  /** Plain text between sentences, with heading words in <span class="heading">. */
+  function renderGap(text, from, to, headings, parent) {
+    let pos = from;
+    for (const h of headings) {
+      const start = Math.max(h.start, pos);
+      const end = Math.min(h.end, to);
+      if (end <= start) continue;
+      if (start > pos) parent.appendChild(document.createTextNode(text.slice(pos, start)));
+      parent.appendChild(make("span", "heading", text.slice(start, end)));
+      pos = end;
+    }
+    if (pos < to) parent.appendChild(document.createTextNode(text.slice(pos, to)));
+  }
+
+  function renderReport(view) {
+    const text = typeof view.text === "string" ? view.text : "";
+    const headings = (Array.isArray(view.headings) ? view.headings : [])
+      .filter((h) => h && Number.isInteger(h.start) && Number.isInteger(h.end) && h.end > h.start)
+      .sort((a, b) => a.start - b.start);
+    const sentences = (Array.isArray(view.sentences) ? view.sentences : [])
+      .filter((s) => s && Number.isInteger(s.start) && Number.isInteger(s.end) && s.end >= s.start)
+      .sort((a, b) => a.start - b.start);
+    const terms = view.terms && typeof view.terms === "object" ? view.terms : {};
+    const fragment = document.createDocumentFragment();
+    state.tipCounter = 0;
+    let pos = 0;
+    for (const s of sentences) {
+      if (s.start < pos || s.end > text.length) continue; // overlapping or out of range: shown as plain text
+      renderGap(text, pos, s.start, headings, fragment);
+      const span = make("span", "sentence");
+      const index = Number.isInteger(s.index) ? s.index : sentences.indexOf(s);
+      span.id = `s-${index}`;
+      span.dataset.index = String(index);
+      if (s.section) span.dataset.section = String(s.section);
+      span.tabIndex = -1;
+      const own = text.slice(s.start, s.end);
+      if (Array.isArray(s.nodes) && s.nodes.length && leafText(s.nodes) === own) {
+        renderNodes(s.nodes, span, terms);
+      } else {
+        span.appendChild(document.createTextNode(own));
+      }
+      fragment.appendChild(span);
+      pos = s.end;
+    }
+    renderGap(text, pos, text.length, headings, fragment);
+    removeChildren(el.reportView);
+    el.reportView.appendChild(fragment);
+  }
+
+  function renderFindings(findings) {
+    removeChildren(el.findingsList);
+    const list = Array.isArray(findings) ? findings : [];
+    if (!list.length) {
+      el.findingsList.appendChild(make("li", "", "None of the findings we look for are named in this report."));
+      return;
+    }
+    for (const f of list) {
+      if (!f || typeof f !== "object") continue;
+      const certainty = ["present", "absent", "uncertain"].includes(f.certainty) ? f.certainty : "uncertain";
+      const li = make("li", `certainty-${certainty}`);
+      li.appendChild(make("span", "finding-name", f.name || f.finding || "A finding"));
+      li.appendChild(document.createTextNode(`: ${CERTAINTY_WORDS[certainty]}.`));
+      if (f.urgent) {
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(make("span", "urgent-flag", "It may need prompt attention."));
+      }
+      el.findingsList.appendChild(li);
+    }
+  }
+
+  function showView(view) {
+    state.view = view && typeof view === "object" ? view : null;
+    if (!state.view) return;
+    renderReport(state.view);
+    renderFindings(state.view.findings);
+    el.reportEmpty.hidden = true;
+    el.reportView.hidden = false;
+    el.legend.hidden = false;
+    el.findingsSummary.hidden = false;
+    // A new report: the previous answer was about the old one.
+    resetAnswer();
+    resetNotices();
+  }
+
+  function clearReportView() {
+    removeChildren(el.reportView);
+    removeChildren(el.findingsList);
+    el.reportView.hidden = true;
+    el.legend.hidden = true;
+    el.findingsSummary.hidden = true;
+    el.reportEmpty.hidden = false;
+  }
+
+  // ---------- tooltips ----------
+
+  const narrowScreen = window.matchMedia ? window.matchMedia("(max-width: 40rem)") : null;
+
+  function termsFrom(target) {
+    const out = [];
+    let node = target && target.closest ? target.closest(".term") : null;
+    while (node && el.reportView.contains(node)) {
+      out.push(node);
+      node = node.parentElement ? node.parentElement.closest(".term") : null;
+    }
+    return out;
+  }
+
+  /** Opens a tooltip to the left when it would run past the right edge of the window. */
+  function placeTooltip(term) {
+    term.classList.remove("tip-flip");
+    if (narrowScreen && narrowScreen.matches) return;
+    const tip = term.querySelector(":scope > .tooltip");
+    if (!tip) return;
+    const rect = tip.getBoundingClientRect();
+    if (!rect.width) return;
+    const limit = document.documentElement.clientWidth - 8;
+    if (rect.right > limit) term.classList.add("tip-flip");
+  }
+
+  function onTermEnter(event) {
+    for (const term of termsFrom(event.target)) {
+      if (event.type === "focusin" && term !== event.target) continue;
+      placeTooltip(term);
+    }
+  }
+
+  function onTermLeave(event) {
+    const term = event.target && event.target.closest ? event.target.closest(".term") : null;
+    if (!term) return;
+    if (event.type === "mouseout" && event.relatedTarget && term.contains(event.relatedTarget)) return;
+    if (event.type === "mouseout" && term === document.activeElement) return;
+    term.classList.remove("tip-dismissed");
+  }
+
+  function onKeydownDocument(event) {
+    if (event.key !== "Escape" && event.key !== "Esc") return;
+    let hid = false;
+    const active = document.activeElement;
+    if (active && active.classList && active.classList.contains("term")) {
+      active.classList.add("tip-dismissed");
+      hid = true;
+    }
+    for (const term of el.reportView.querySelectorAll(".term:hover")) {
+      term.classList.add("tip-dismissed");
+      hid = true;
+    }
+    if (hid) event.preventDefault();
+  }
+
+  // ---------- citations ----------
+
+  function goToSentence(index) {
+    const target = document.getElementById(`s-${index}`);
+    if (!target || !el.reportView.contains(target)) return;
+    const reduce = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    try {
+      target.focus({ preventScroll: true });
+    } catch (_) {
+      target.focus();
+    }
+    target.scrollIntoView({ behavior: reduce ? "auto" : "smooth", block: "center" });
+    for (const old of el.reportView.querySelectorAll(".sentence.flash")) old.classList.remove("flash");
+    void target.offsetWidth; // restart the animation
+    target.classList.add("flash");
+    if (state.flashTimer) clearTimeout(state.flashTimer);
+    state.flashTimer = setTimeout(() => {
+      target.classList.remove("flash");
+      state.flashTimer = null;
+    }, 2000);
+  }
+
+  function renderCitations(citations) {
+    removeChildren(el.citationList);
+    const list = Array.isArray(citations) ? citations : [];
+    let shown = 0;
+    for (const c of list) {
+      if (!c || !Number.isInteger(c.index)) continue;
+      const li = document.createElement("li");
+      const button = make("button", "citation");
+      button.type = "button";
+      button.dataset.index = String(c.index);
+      let text = typeof c.text === "string" && c.text ? c.text : "";
+      if (!text && state.view && typeof state.view.text === "string" && Number.isInteger(c.start) && Number.isInteger(c.end)) {
+        text = state.view.text.slice(c.start, c.end);
+      }
+      button.textContent = text || `Sentence ${c.index + 1}`;
+      li.appendChild(button);
+      el.citationList.appendChild(li);
+      shown += 1;
+    }
+    el.citations.hidden = shown === 0;
+  }
+
+  // ---------- notices ----------
+
+  function noticeKey(kind, text) {
+    return `${kind}\u0000${text}`;
+  }
+
+  function addNotice(kind, text) {
+    if (!text) return;
+    kind = String(kind || "info").replace(/[^a-z0-9_-]/gi, "") || "info";
+    text = String(text);
+    const key = noticeKey(kind, text);
+    for (const existing of el.notices.children) {
+      if (existing.dataset.key === key) return;
+    }
+    const urgent = URGENT_KINDS.has(kind);
+    const div = make("div", `notice notice-${kind}` + (urgent ? " notice-urgent" : ""), text);
+    div.dataset.key = key;
+    div.dataset.kind = kind;
+    if (urgent) {
+      div.setAttribute("role", "alert");
+      // urgent notices first, in the order they came
+      let before = null;
+      for (const existing of el.notices.children) {
+        if (!URGENT_KINDS.has(existing.dataset.kind)) {
+          before = existing;
+          break;
+        }
+      }
+      el.notices.insertBefore(div, before);
+    } else {
+      el.notices.appendChild(div);
+    }
+  }
+
+  /** Shows only the notices about the report itself (from the last report read). */
+  function resetNotices() {
+    removeChildren(el.notices);
+    const notices = state.view && Array.isArray(state.view.notices) ? state.view.notices : [];
+    for (const n of notices) {
+      if (n && typeof n === "object") addNotice(n.kind, n.text);
+    }
+  }
+
+  // ---------- questions ----------
+
+  function updateCount() {
+    const n = charCount(el.questionInput.value);
+    setText(el.questionCount, `${fmt(n)} / 2,000`);
+    el.questionCount.classList.toggle("count-over", n > MAX_QUESTION_CHARS);
+    if (n <= MAX_QUESTION_CHARS && el.questionError.textContent.startsWith("Your question has")) {
+      showError(el.questionError, "");
+    }
+  }
+
+  function setAnswerBusy(busy) {
+    state.busyAnswer = busy;
+    if (busy && document.activeElement === el.ask) state.restoreFocus = el.ask;
+    el.ask.disabled = busy;
+    // Suggestions stay focusable while busy (aria-disabled), so keyboard users keep their place.
+    for (const b of el.suggestions.querySelectorAll("button.suggestion")) {
+      if (busy) b.setAttribute("aria-disabled", "true");
+      else b.removeAttribute("aria-disabled");
+    }
+    el.answerText.setAttribute("aria-busy", busy ? "true" : "false");
+    setText(el.answerStatus, busy ? "Reading your report…" : "");
+    if (!busy && state.restoreFocus) {
+      const target = state.restoreFocus;
+      state.restoreFocus = null;
+      const active = document.activeElement;
+      if (!active || active === document.body) target.focus();
+    }
+  }
+
+  function resetAnswer() {
+    setText(el.answerTheme, "");
+    removeChildren(el.answerText);
+    setText(el.answerSource, "");
+    removeChildren(el.citationList);
+    el.citations.hidden = true;
+    el.answerEmpty.hidden = false;
+  }
+
+  async function ask() {
+    if (state.busyAnswer) return;
+    showError(el.questionError, "");
+    const question = el.questionInput.value;
+    if (!question.trim()) {
+      showError(el.questionError, "Please type a question.");
+      el.questionInput.focus();
+      return;
+    }
+    const qn = charCount(question);
+    if (qn > MAX_QUESTION_CHARS) {
+      showError(el.questionError, `Your question has ${fmt(qn)} characters; the most is 2,000.`);
+      el.questionInput.focus();
+      return;
+    }
+    const typed = el.reportInput.value;
+    if (!typed.trim() && !state.view) {
+      showError(el.questionError, "Please paste or choose a report first.");
+      return;
+    }
+    if (typed.trim()) {
+      const rn = charCount(typed);
+      if (rn > MAX_REPORT_CHARS) {
+        const message = reportTooLongMessage(rn);
+        showError(el.questionError, message);
+        showError(el.reportError, message);
+        return;
+      }
+    }
+    const generation = state.generation;
+    // The report in the box changed since it was last shown (or was never shown): read it first,
+    // so the answer's citations point at the sentences on the page.
+    if (typed.trim() && (!state.view || typed !== state.readText)) {
+      const ok = await readReport();
+      if (generation !== state.generation) return;
+      if (!ok) {
+        showError(el.questionError, el.reportError.textContent || "Please paste or choose a report first.");
+        return;
+      }
+    }
+    const report = state.view && typeof state.view.text === "string" ? state.view.text : typed;
+    await streamAnswer(report, question, generation);
+  }
+
+  async function streamAnswer(report, question, generation) {
+    if (state.answerController) state.answerController.abort();
+    const controller = new AbortController();
+    state.answerController = controller;
+    resetAnswer();
+    resetNotices();
+    setAnswerBusy(true);
+    const entry = { question, answer: "", theme: "", source: "", citations: [] };
+    let gotAnswer = false;
+    let streamed = "";
+
+    const handle = (event) => {
+      if (!event || typeof event !== "object") return;
+      if (event.type === "notice") {
+        addNotice(event.kind, event.text);
+      } else if (event.type === "piece") {
+        if (typeof event.text === "string" && event.text) {
+          streamed += event.text;
+          el.answerEmpty.hidden = true;
+          el.answerText.appendChild(document.createTextNode(event.text));
+        }
+      } else if (event.type === "answer") {
+        gotAnswer = true;
+        const text = typeof event.text === "string" ? event.text : streamed;
+        setText(el.answerText, text);
+        el.answerEmpty.hidden = !text;
+        setText(el.answerTheme, event.theme_name ? `Theme: ${event.theme_name}` : "");
+        setText(el.answerSource, SOURCE_WORDS[event.source] || "");
+        renderCitations(event.citations);
+        for (const n of Array.isArray(event.notices) ? event.notices : []) {
+          if (n && typeof n === "object") addNotice(n.kind, n.text);
+        }
+        entry.answer = text;
+        entry.theme = event.theme_name || "";
+        entry.source = SOURCE_WORDS[event.source] || "";
+        entry.citations = (Array.isArray(event.citations) ? event.citations : [])
+          .map((c) => (c && typeof c.text === "string" ? c.text : ""))
+          .filter(Boolean);
+      } else if (event.type === "error") {
+        showError(el.questionError, typeof event.message === "string" && event.message
+          ? event.message : "Something went wrong while answering. Please try again.");
+      }
+    };
+
+    try {
+      const response = await fetch("/api/answer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/x-ndjson" },
+        body: JSON.stringify({ report, question }),
+        signal: controller.signal,
+      });
+      if (generation !== state.generation) return;
+      if (response.status !== 200) {
+        showError(el.questionError, await errorMessage(response));
+        return;
+      }
+      if (!response.body || !response.body.getReader) {
+        // Very old browsers: read it all at once.
+        const whole = await response.text();
+        for (const line of whole.split("\n")) parseLine(line, handle);
+      } else {
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder("utf-8");
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (generation !== state.generation) {
+            try { reader.cancel(); } catch (_) { /* ignore */ }
+            return;
+          }
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let cut = buffer.indexOf("\n");
+          while (cut !== -1) {
+            parseLine(buffer.slice(0, cut), handle);
+            buffer = buffer.slice(cut + 1);
+            cut = buffer.indexOf("\n");
+          }
+        }
+        buffer += decoder.decode();
+        parseLine(buffer, handle);
+      }
+      if (!gotAnswer && streamed) entry.answer = streamed;
+      if (entry.answer) state.history.push(entry);
+      if (!gotAnswer && !el.questionError.textContent) {
+        showError(el.questionError, streamed
+          ? "The answer stopped early. Please try asking again."
+          : "No answer came back. Please try asking again.");
+      }
+    } catch (err) {
+      if (isAbort(err) || generation !== state.generation) return;
+      showError(el.questionError, NETWORK_MESSAGE);
+    } finally {
+      if (state.answerController === controller) {
+        state.answerController = null;
+        setAnswerBusy(false);
+      }
+    }
+  }
+
+  function parseLine(line, handle) {
+    const trimmed = line.trim();
+    if (!trimmed) return;
+    let event;
+    try {
+      event = JSON.parse(trimmed);
+    } catch (_) {
+      return; // a broken line: skip it
+    }
+    handle(event);
+  }
+
+  async function loadThemes() {
+    let data;
+    try {
+      data = await getJSON("/api/themes");
+    } catch (_) {
+      return; // suggestions are optional
+    }
+    const themes = data && Array.isArray(data.themes) ? data.themes : [];
+    removeChildren(el.suggestions);
+    for (const theme of themes) {
+      if (!theme || !Array.isArray(theme.suggestions) || !theme.suggestions.length) continue;
+      const group = make("div", "suggestion-group");
+      const heading = make("h4", "", theme.name || theme.id || "Questions");
+      const headingId = `theme-${String(theme.id || el.suggestions.children.length).replace(/[^a-z0-9_-]/gi, "")}`;
+      heading.id = headingId;
+      group.appendChild(heading);
+      const ul = make("ul", "suggestion-list");
+      ul.setAttribute("aria-labelledby", headingId);
+      for (const text of theme.suggestions.slice(0, SUGGESTIONS_PER_THEME)) {
+        if (typeof text !== "string" || !text) continue;
+        const li = document.createElement("li");
+        const button = make("button", "suggestion", text);
+        button.type = "button";
+        li.appendChild(button);
+        ul.appendChild(li);
+      }
+      group.appendChild(ul);
+      el.suggestions.appendChild(group);
+    }
+  }
+
+  // ---------- save and clear ----------
+
+  function conversationText() {
+    const lines = [];
+    lines.push("Understand your chest scan report");
+    lines.push("This assistant explains the words in a report. It is an AI, not a diagnosis.");
+    lines.push("");
+    const report = state.view && typeof state.view.text === "string" ? state.view.text : el.reportInput.value;
+    if (report.trim()) {
+      lines.push("YOUR REPORT");
+      lines.push(report);
+      lines.push("");
+    }
+    if (state.history.length) {
+      lines.push("QUESTIONS AND ANSWERS");
+      state.history.forEach((h, i) => {
+        lines.push("");
+        lines.push(`Question ${i + 1}: ${h.question}`);
+        if (h.theme) lines.push(`(Theme: ${h.theme})`);
+        lines.push(`Answer: ${h.answer}`);
+        if (h.source) lines.push(`(${h.source})`);
+        if (h.citations.length) {
+          lines.push("From your report:");
+          for (const c of h.citations) lines.push(`  - ${c}`);
+        }
+      });
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  function save() {
+    const hasReport = (state.view && state.view.text) || el.reportInput.value.trim();
+    if (!hasReport && !state.history.length) {
+      setText(el.saveStatus, "There is nothing to save yet.");
+      return;
+    }
+    const blob = new Blob([conversationText()], { type: "text/plain;charset=utf-8" });
+    if (state.saveUrl) URL.revokeObjectURL(state.saveUrl);
+    state.saveUrl = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = state.saveUrl;
+    a.download = "my-chest-scan-report-conversation.txt";
+    a.hidden = true;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    const url = state.saveUrl;
+    setTimeout(() => {
+      URL.revokeObjectURL(url);
+      if (state.saveUrl === url) state.saveUrl = null;
+    }, 10000);
+    setText(el.saveStatus, "The conversation was saved to your device as a text file.");
+  }
+
+  function clearEverything() {
+    state.generation += 1;
+    if (state.reportController) state.reportController.abort();
+    if (state.answerController) state.answerController.abort();
+    state.reportController = null;
+    state.answerController = null;
+    if (state.flashTimer) clearTimeout(state.flashTimer);
+    state.flashTimer = null;
+    if (state.saveUrl) URL.revokeObjectURL(state.saveUrl);
+    state.saveUrl = null;
+    state.view = null;
+    state.readText = null;
+    state.history = [];
+    state.tipCounter = 0;
+
+    el.reportInput.value = "";
+    el.fileInput.value = "";
+    el.exampleSelect.value = "";
+    el.questionInput.value = "";
+    showError(el.reportError, "");
+    showError(el.questionError, "");
+    setText(el.reportStatus, "");
+    setText(el.saveStatus, "");
+    setReportBusy(false);
+    state.restoreFocus = null;
+    setAnswerBusy(false);
+    clearReportView();
+    resetAnswer();
+    removeChildren(el.notices);
+    updateCount();
+    el.reportInput.focus();
+  }
+
+  // ---------- wiring ----------
+
+  function init() {
+    Object.assign(el, {
+      reportInput: $("report-input"),
+      readReport: $("read-report"),
+      fileInput: $("file-input"),
+      exampleSelect: $("example-select"),
+      reportError: $("report-error"),
+      reportStatus: $("report-status"),
+      reportEmpty: $("report-empty"),
+      reportView: $("report-view"),
+      legend: $("legend"),
+      findingsSummary: $("findings-summary"),
+      findingsList: $("findings-list"),
+      questionInput: $("question-input"),
+      questionCount: $("question-count"),
+      ask: $("ask"),
+      questionError: $("question-error"),
+      suggestions: $("suggestions"),
+      notices: $("notices"),
+      answerStatus: $("answer-status"),
+      answerTheme: $("answer-theme"),
+      answerText: $("answer-text"),
+      answerEmpty: $("answer-empty"),
+      answerSource: $("answer-source"),
+      citations: $("citations"),
+      citationList: $("citation-list"),
+      clear: $("clear"),
+      save: $("save"),
+      saveStatus: $("save-status"),
+    });
+
+    el.readReport.addEventListener("click", () => { readReport(); });
+    el.fileInput.addEventListener("change", () => { uploadFile(); });
+    el.exampleSelect.addEventListener("change", () => { chooseExample(); });
+    el.reportInput.addEventListener("input", () => {
+      if (el.reportError.textContent) showError(el.reportError, "");
+    });
+
+    el.questionInput.addEventListener("input", updateCount);
+    el.questionInput.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        ask();
+      }
+    });
+    el.ask.addEventListener("click", () => { ask(); });
+
+    el.suggestions.addEventListener("click", (event) => {
+      const button = event.target.closest ? event.target.closest("button.suggestion") : null;
+      if (!button || state.busyAnswer) return;
+      el.questionInput.value = button.textContent;
+      updateCount();
+      ask();
+    });
+
+    el.citationList.addEventListener("click", (event) => {
+      const button = event.target.closest ? event.target.closest("button.citation") : null;
+      if (!button) return;
+      goToSentence(button.dataset.index);
+    });
+
+    el.reportView.addEventListener("mouseover", onTermEnter);
+    el.reportView.addEventListener("focusin", onTermEnter);
+    el.reportView.addEventListener("mouseout", onTermLeave);
+    el.reportView.addEventListener("focusout", onTermLeave);
+    document.addEventListener("keydown", onKeydownDocument);
+
+    el.clear.addEventListener("click", clearEverything);
+    el.save.addEventListener("click", save);
+
+    updateCount();
+    loadExamples();
+    loadThemes();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();
