@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-goat test test-fast lint bench clean clean-runs
+.PHONY: install demo demo-goat demo-patient browser test test-fast lint bench clean clean-runs
 
 install: $(STAMP)
 
@@ -41,7 +41,17 @@ demo-goat: install
 			--out runs/demo-goat/$$(echo $$model | tr : -) || exit 1; done
 	$(VENV)/bin/verticals goat leaderboard runs/demo-goat
 
-test: install lint
+# The patient assistant's web page with the bundled model (Ctrl-C stops it).
+demo-patient: install
+	$(VENV)/bin/verticals patient serve --model bundled --port 8000
+
+# Debian's Chromium for the browser tests (Playwright drives it; its own browser download fails here).
+browser:
+	command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+		$$SUDO apt-get install -y -qq chromium || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }; }
+
+test: install lint browser
 	$(PY) -m pytest
 
 test-fast: install

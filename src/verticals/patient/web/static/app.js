@@ -658,7 +658,7 @@
         gotAnswer = true;
         const text = typeof event.text === "string" ? event.text : streamed;
         setText(el.answerText, text);
-        el.answerEmpty.hidden = !text;
+        el.answerEmpty.hidden = Boolean(text) || Boolean(streamed);
         setText(el.answerTheme, event.theme_name ? `Theme: ${event.theme_name}` : "");
         setText(el.answerSource, SOURCE_WORDS[event.source] || "");
         renderCitations(event.citations);
