@@ -67,3 +67,22 @@ def test_ask_refuses_a_question_it_cannot_use_in_one_line(tmp_path: Path, questi
     report.write_text("FINDINGS: Clear lungs.\n")
     result = run_cli("patient", "ask", str(report), question, "--model", "none", tmp_path=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_bad_settings_in_one_line_before_loading_a_model(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [(("--port", port), f"cannot listen on 127.0.0.1:{port}"),
+                 (("--port", "70000"), "port must be between 0 and 65535"),
+                 (("--model-wait", "0"), "model_wait (--model-wait) must be above 0 s"),
+                 (("--model-slots", "-1"), "model_slots (--model-slots) must be at least 1"),
+                 (("--model", str(tmp_path / "no-such-model"), "--port", "0"), "no-such-model")]
+        for args, message in cases:
+            result = run_cli("patient", "serve", "--model", "none", *args, tmp_path=tmp_path)
+            assert result.returncode == 2, (args, result.stderr)
+            assert result.stderr.startswith("error: ") and message in result.stderr, (args, result.stderr)
+            assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -78,10 +78,12 @@ class WebSettings:
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "model_slots", "max_open"):
             if getattr(self, name) < 1:
-                raise PatientError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise PatientError(f"{name} (--{name.replace('_', '-')}) must be at least 1, got "
+                                   f"{getattr(self, name)}")
         for name in ("model_wait", "body_timeout"):
             if not getattr(self, name) > 0:
-                raise PatientError(f"{name} must be above 0 s, got {getattr(self, name)}")
+                raise PatientError(f"{name} (--{name.replace('_', '-')}) must be above 0 s, got "
+                                   f"{getattr(self, name)}")
 
 
 class ModelBusy(Exception):
@@ -253,8 +255,7 @@ class Privacy:
 def _route(scope: Scope) -> str:
     """The path, cut to a known route: an unknown path (a client's text) is not logged."""
     path = str(scope.get("path", ""))
-    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/docs",
-             "/openapi.json")
+    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/openapi.json")
     if path in known or path.startswith("/static/"):
         return path[:60]
     return "/api/examples/{id}" if path.startswith("/api/examples/") else "(other)"
@@ -269,7 +270,9 @@ def create_app(load: Callable[[], Any], settings: WebSettings | None = None) -> 
         app.state.assistant = await run_in_threadpool(_start, load, settings)
         yield
 
-    app = FastAPI(title="verticals patient assistant", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # no /docs: Swagger UI loads from a CDN, which the page's policy (and this offline tool) refuses;
+    # the schema is at /openapi.json
+    app = FastAPI(title="verticals patient assistant", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
 
     @app.exception_handler(RequestValidationError)
