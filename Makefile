@@ -68,6 +68,7 @@ bench: install
 	$(PY) benchmarks/sersal.py
 	$(PY) benchmarks/goat.py
 	$(PY) benchmarks/patient.py
+	$(PY) benchmarks/patient_load.py
 
 clean-runs:
 	rm -rf runs/demo-heart runs/goat-fixture runs/demo-goat

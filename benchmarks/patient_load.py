@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--models", default="none,bundled", help="comma-separated --model values to serve")
-    parser.add_argument("--model-wait", type=float, default=30.0)
+    parser.add_argument("--model-wait", type=float, default=10.0)
     parser.add_argument("--max-questions", type=int, default=3000)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds any one request may take")
     parser.add_argument("--seed", type=int, default=0)

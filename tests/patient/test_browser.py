@@ -287,7 +287,8 @@ def test_every_control_is_labelled_and_text_contrast_passes_wcag_aa(templates_ur
             checked += 1;
             const [a, b] = [lum(rgba(style.color).slice(0, 3)), lum(background(e))];
             const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-            const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && style.fontWeight >= 700);
+            const size = parseFloat(style.fontSize);
+            const large = size >= 24 || (size >= 18.66 && style.fontWeight >= 700);
             if (ratio < (large ? 3 : 4.5)) bad.push(`${e.tagName}.${e.className}: ${ratio.toFixed(2)}`);
         }
         return {bad, checked}; }""")

@@ -145,8 +145,8 @@ def test_an_answer_streams_notices_then_pieces_then_the_whole_answer(client: Tes
 
 
 def test_red_flags_put_the_urgent_notice_first(client: TestClient) -> None:
-    lines = events(client.post("/api/answer", json={"report": REPORT,
-                                                     "question": "I have crushing chest pain right now, what do I do?"}))
+    question = "I have crushing chest pain right now, what do I do?"
+    lines = events(client.post("/api/answer", json={"report": REPORT, "question": question}))
     assert lines[0] == {"type": "notice", "kind": "urgent_question", "text": lines[0]["text"]}
     assert lines[-1]["theme"] == "urgent"
 
@@ -191,8 +191,10 @@ def test_the_drafter_lets_one_generation_run_and_bounds_the_wait() -> None:
 
 
 @pytest.mark.parametrize(("body", "param", "message"), [
-    ({"report": REPORT, "question": "x" * 2001}, "question", "The question has 2,001 characters; the most read is 2,000."),
-    ({"report": "x" * 50_001, "question": "Why?"}, "report", "The report has 50,001 characters; the most read is 50,000."),
+    ({"report": REPORT, "question": "x" * 2001}, "question",
+     "The question has 2,001 characters; the most read is 2,000."),
+    ({"report": "x" * 50_001, "question": "Why?"}, "report",
+     "The report has 50,001 characters; the most read is 50,000."),
     ({"report": REPORT, "question": "   "}, "question", "The question is empty"),
     ({"report": " \n ", "question": "Why?"}, "report", "The report is empty"),
     ({"report": REPORT}, "question", "The request needs 'question'."),

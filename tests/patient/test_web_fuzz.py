@@ -4,8 +4,11 @@ outside the documented statuses and shapes."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -66,3 +69,37 @@ def test_generated_reports_and_uploads_never_get_a_5xx(base_url: str, case: sche
                       cases("/api/themes", "GET")))
 def test_generated_reads_never_get_a_5xx(base_url: str, case: schemathesis.Case) -> None:
     check(case, base_url)
+
+
+def _raw(url: str, head: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(head)
+    return conn
+
+
+def _answer(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (it does after a refusal)."""
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_client_cannot_stall_the_app_with_slow_or_many_bodies() -> None:
+    head = (b"POST /api/report HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{")
+    with running_app(lambda: None, WebSettings(body_timeout=1.0, max_open=2)) as url:
+        started = time.monotonic()
+        held = [_raw(url, head), _raw(url, head)]  # two bodies that never finish: the open limit
+        time.sleep(0.2)
+        with _raw(url, b'POST /api/answer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}') as third:
+            refused = _answer(third)
+        assert refused.split(b"\r\n")[0].endswith(b"429 Too Many Requests") and b'"error"' in refused
+        for conn in held:
+            with conn:
+                cut = _answer(conn)
+            assert cut.split(b"\r\n")[0].endswith(b"408 Request Timeout") and b"did not arrive" in cut
+        assert time.monotonic() - started < 5
+        with httpx.Client(base_url=url) as client:  # and the app serves the next person
+            assert client.post("/api/report", json={"text": "FINDINGS: No effusion."}).status_code == 200

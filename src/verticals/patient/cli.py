@@ -168,7 +168,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this computer only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     model_wait: Annotated[float, typer.Option(help="seconds an answer waits for a busy model before it is given "
-                                                   "from the report's words and the glossary instead")] = 30.0,
+                                                   "from the report's words and the glossary instead")] = 10.0,
     model_slots: Annotated[int, typer.Option(help="drafts generated at once (default: 1 for a local model, 4 for "
                                                   "a server)")] = 0,
 ) -> None:

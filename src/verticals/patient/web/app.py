@@ -70,7 +70,7 @@ class WebSettings:
     """
 
     max_upload_bytes: int = 2 * 1024 * 1024
-    model_wait: float = 30.0
+    model_wait: float = 10.0
     model_slots: int = 1
     max_open: int = 64
     body_timeout: float = 30.0
