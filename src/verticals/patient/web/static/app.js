@@ -147,28 +147,37 @@
       showError(el.reportError, problem);
       return false;
     }
+    const view = await postForView("/api/report", "application/json", JSON.stringify({ text }));
+    if (!view) return false;
+    state.readText = text;
+    showView(view);
+    setText(el.reportStatus, "Your report is shown below, with its findings highlighted.");
+    return true;
+  }
+
+  /**
+   * POSTs to an endpoint that answers with a report view; null when it failed (the message is shown),
+   * was replaced by a newer read, or was cleared. One read at a time: a new one aborts the last.
+   */
+  async function postForView(url, contentType, body) {
     if (state.reportController) state.reportController.abort();
     const controller = new AbortController();
     state.reportController = controller;
     const generation = state.generation;
     setReportBusy(true);
     try {
-      const view = await getJSON("/api/report", {
+      const view = await getJSON(url, {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ text }),
+        headers: { "Content-Type": contentType, Accept: "application/json" },
+        body,
         signal: controller.signal,
       });
-      if (generation !== state.generation) return false;
-      state.readText = text;
-      showView(view);
-      setText(el.reportStatus, "Your report is shown below, with its findings highlighted.");
-      return true;
+      return generation === state.generation ? view : null;
     } catch (err) {
-      if (isAbort(err) || generation !== state.generation) return false;
+      if (isAbort(err) || generation !== state.generation) return null;
       setText(el.reportStatus, "");
       showError(el.reportError, err.isServer ? err.message : NETWORK_MESSAGE);
-      return false;
+      return null;
     } finally {
       if (state.reportController === controller) {
         state.reportController = null;
@@ -195,34 +204,13 @@
       el.fileInput.value = "";
       return;
     }
-    if (state.reportController) state.reportController.abort();
-    const controller = new AbortController();
-    state.reportController = controller;
-    const generation = state.generation;
-    setReportBusy(true);
-    try {
-      const view = await getJSON("/api/upload", {
-        method: "POST",
-        headers: { "Content-Type": "application/octet-stream", Accept: "application/json" },
-        body: file,
-        signal: controller.signal,
-      });
-      if (generation !== state.generation) return;
-      el.reportInput.value = typeof view.text === "string" ? view.text : "";
-      state.readText = el.reportInput.value;
-      el.exampleSelect.value = "";
-      showView(view);
-      setText(el.reportStatus, "Your file was read. Your report is shown below, with its findings highlighted.");
-    } catch (err) {
-      if (isAbort(err) || generation !== state.generation) return;
-      setText(el.reportStatus, "");
-      showError(el.reportError, err.isServer ? err.message : NETWORK_MESSAGE);
-    } finally {
-      if (state.reportController === controller) {
-        state.reportController = null;
-        setReportBusy(false);
-      }
-    }
+    const view = await postForView("/api/upload", "application/octet-stream", file);
+    if (!view) return;
+    el.reportInput.value = typeof view.text === "string" ? view.text : "";
+    state.readText = el.reportInput.value;
+    el.exampleSelect.value = "";
+    showView(view);
+    setText(el.reportStatus, "Your file was read. Your report is shown below, with its findings highlighted.");
   }
 
   async function chooseExample() {
