@@ -164,8 +164,9 @@ def test_a_report_carrying_markup_shows_it_as_text_and_runs_nothing(templates_ur
     shown = view.inner_text()  # what a person sees (closed definitions left out)
     assert "<script>window.pwned" in shown and "<img src=x onerror=" in shown
     assert view.locator("script, img, b").count() == 0
-    seen = page.ask('What does <script>window.pwned="q"</script> mean?')
-    assert seen["text"]
+    seen = page.ask("What is a nodule?")  # the answer quotes the report: its markup stays text there too
+    assert any("<img src=x onerror=" in c["text"] for c in seen["citations"])
+    assert page.page.locator("#answer script, #answer img, #answer b").count() == 0
     assert page.page.evaluate("() => window.pwned") is None
     assert page.problems == []
 
@@ -200,11 +201,18 @@ def test_the_whole_page_works_from_the_keyboard(templates_url: str, open_page: A
     tab_to("#read-report")
     page.keyboard.press("Enter")
     page.wait_for_selector("#report-view .sentence")
+    page.keyboard.press("Shift+Tab")
     tab_to("#report-view .term")
     term = page.evaluate("() => document.activeElement.getAttribute('aria-describedby')")
     assert term and page.locator(f"#{term}").is_visible()  # its definition shows on keyboard focus
     assert page.locator(f"#{term}").text_content().strip()
-    tab_to("#question-input")
+    terms = page.evaluate("() => [...document.querySelectorAll('#report-view .term')].map(t => [t.dataset.term, "
+                          "t.tabIndex])")
+    stops = [name for name, index in terms if index == 0]
+    assert len(terms) > len(stops) == len(set(stops)) == len({name for name, _ in terms})  # each term once
+    tab_to(".skip-inline")
+    page.keyboard.press("Enter")  # past the report's words
+    page.wait_for_function("() => document.activeElement.id === 'question-input'")
     page.keyboard.insert_text("Where exactly is the nodule?")
     tab_to("#ask")
     page.keyboard.press("Enter")
@@ -223,6 +231,23 @@ def test_the_whole_page_works_from_the_keyboard(templates_url: str, open_page: A
     assert page.input_value("#report-input") == "" and page.input_value("#question-input") == ""
     assert "centrilobular" not in page.locator("body").inner_text().lower()  # no word of the report is left
     assert page.locator("#answer-text").inner_text().strip() in ("", "Your answer will appear here.")
+
+
+def test_examples_open_from_their_button_and_offsets_survive_emoji(templates_url: str, open_page: Any) -> None:
+    page = open_page(templates_url)
+    page.page.select_option("#example-select", "ct_02")
+    page.page.wait_for_timeout(300)
+    assert page.page.locator("#report-view").inner_text().strip() == ""  # choosing alone loads nothing
+    page.page.click("#open-example")
+    page.page.wait_for_function("() => document.querySelector('#report-view').textContent.includes('pneumothorax')")
+    page.read("FINDINGS: \U0001F600\U0001F600 A 4 mm nodule in the right upper lobe. No pleural effusion.")
+    sentences = page.page.evaluate("""() => [...document.querySelectorAll('#report-view .sentence')].map(s => {
+        const copy = s.cloneNode(true);
+        copy.querySelectorAll('.tooltip, .visually-hidden').forEach(e => e.remove());
+        return [copy.textContent, s.querySelectorAll('mark.finding').length]; })""")
+    assert sentences == [["\U0001F600\U0001F600 A 4 mm nodule in the right upper lobe.", 1],
+                         ["No pleural effusion.", 1]]
+    assert page.problems == []
 
 
 def test_limits_show_a_clear_message_on_the_page(templates_url: str, open_page: Any, tmp_path: Path) -> None:

@@ -101,3 +101,12 @@ def test_files_that_hold_no_report_text_are_refused_in_one_line(tmp_path: Path) 
     for path, message in cases:
         with pytest.raises(PatientError, match=message):
             load_report(path)
+
+
+def test_a_report_of_more_sentences_than_any_chest_report_is_refused() -> None:
+    from verticals.patient import PatientError
+    from verticals.patient.report import MAX_SENTENCES
+
+    assert len(read_report("FINDINGS: " + "Nodule. " * MAX_SENTENCES).sentences) == MAX_SENTENCES
+    with pytest.raises(PatientError, match="has 1,001 sentences; the most read is 1,000"):
+        read_report("FINDINGS: " + "Nodule. " * (MAX_SENTENCES + 1))

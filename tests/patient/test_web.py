@@ -101,9 +101,13 @@ def test_a_report_with_an_urgent_finding_gets_the_urgent_notice(client: TestClie
     assert any(f["urgent"] for f in view["findings"])
 
 
-def test_markup_in_a_report_comes_back_as_text(client: TestClient) -> None:
+def test_markup_in_a_report_stays_in_plain_text_leaves(client: TestClient) -> None:
     text = 'FINDINGS: <script>alert("x")</script> No pleural effusion. <img src=x onerror=alert(1)>'
     view = client.post("/api/report", json={"text": text}).json()
+
+    def kinds(nodes: list[dict[str, Any]]) -> set[str]:
+        return {n.get("kind", "text") for n in nodes} | {k for n in nodes for k in kinds(n.get("children", []))}
+    assert kinds([n for s in view["sentences"] for n in s["nodes"]]) <= {"text", "finding", "term"}
     assert "".join(leaves(s["nodes"]) for s in view["sentences"]).count("<script>") == 1
     assert view["text"] == text
 
@@ -117,12 +121,12 @@ def test_nested_marks_always_cover_the_text_exactly_once(text: str, spans: list[
     nodes = nest(text, marks)
     assert leaves(nodes) == text
 
-    def walk(nodes: list[dict[str, Any]], depth: int) -> None:
+    def walk(nodes: list[dict[str, Any]]) -> None:
         for node in nodes:
             if "children" in node:
                 assert node["children"] and leaves(node["children"])  # no empty mark
-                walk(node["children"], depth + 1)
-    walk(nodes, 0)
+                walk(node["children"])
+    walk(nodes)
 
 
 def test_a_finding_wins_over_a_term_it_partly_overlaps() -> None:
@@ -208,12 +212,18 @@ def test_bad_answer_requests_get_one_clear_400(client: TestClient, body: dict[st
 
 
 def test_bodies_that_are_not_json_objects_get_a_400(client: TestClient) -> None:
-    error_of(client.post("/api/report", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    broken = error_of(client.post("/api/report", content=b"{not json", headers={"content-type": "application/json"}),
+                      400)
+    assert (broken["message"], broken["param"]) == ("The request body is not valid JSON.", None)
+    assert error_of(client.post("/api/report"), 400)["message"] == "The request needs a JSON body."
+    lone = client.post("/api/report", content=b'{"text": "FINDINGS: \\ud800 nodule."}',
+                       headers={"content-type": "application/json"})
+    assert error_of(lone, 400)["message"] == "The text holds characters that are not text (a lone UTF-16 surrogate)."
     error_of(client.post("/api/report", json=["a list"]), 400)
     assert error_of(client.get("/api/nothing"), 404)["message"] == "Invalid URL (GET /api/nothing)"
 
 
-def test_uploads_are_read_in_memory_and_bounded(client: TestClient, tmp_path: Path) -> None:
+def test_uploads_are_read_and_bounded(client: TestClient) -> None:
     view = client.post("/api/upload", content=REPORT.encode("utf-8-sig"))
     assert view.status_code == 200 and view.json()["text"] == REPORT
     assert error_of(client.post("/api/upload", content=b"\xff\xfe\x00binary"), 400)["message"].startswith(
@@ -223,24 +233,28 @@ def test_uploads_are_read_in_memory_and_bounded(client: TestClient, tmp_path: Pa
     assert "2,097,153 bytes" in too_big["message"] and "at most 2 MB" in too_big["message"]
 
 
-def test_a_text_pdf_upload_is_read(client: TestClient, tmp_path: Path) -> None:
-    import matplotlib
+def test_pdf_uploads_are_read_in_a_child_with_a_deadline(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.patient.pdf_util import form_bomb_pdf, lone_surrogate_pdf, text_pdf
+    from verticals.patient.web import upload
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure()
-    figure.text(0.1, 0.5, "FINDINGS: No pleural effusion.")
-    with matplotlib.rc_context({"pdf.fonttype": 42}):
-        figure.savefig(tmp_path / "r.pdf")
-    plt.close(figure)
-    view = client.post("/api/upload", content=(tmp_path / "r.pdf").read_bytes()).json()
-    assert "No pleural effusion." in view["text"]
+    view = client.post("/api/upload", content=text_pdf("FINDINGS: No pleural effusion."))
+    assert view.status_code == 200 and view.json()["text"] == "FINDINGS: No pleural effusion."
+    odd = client.post("/api/upload", content=lone_surrogate_pdf())  # its font maps a code to a lone surrogate
+    assert odd.status_code == 200 and odd.json()["text"].endswith("effusion \ufffd")
+    monkeypatch.setattr(upload, "PDF_SECONDS", 2.0)
+    started = time.monotonic()
+    bomb = form_bomb_pdf()  # under 1 kB; read in process it takes minutes
+    assert len(bomb) < 1000
+    error = error_of(client.post("/api/upload", content=bomb), 400)
+    assert error["message"] == "The file took longer than 2 s to read as a PDF: copy the report's text instead."
+    assert time.monotonic() - started < 8
+    assert client.post("/api/upload", content=text_pdf("FINDINGS: Stable nodule.")).status_code == 200
 
 
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:
     for response in (client.get("/"), client.get("/api/themes"), client.get("/api/examples/none"),
-                     client.post("/api/report", json={"text": REPORT})):
+                     client.post("/api/report", json={"text": REPORT}), client.post("/api/report", json={}),
+                     client.post("/api/upload", content=b"a" * (3 * 1024 * 1024)), client.get("/nothing")):
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "object-src 'none'" in csp and "frame-ancestors 'none'" in csp
         assert response.headers["x-content-type-options"] == "nosniff"
@@ -270,8 +284,11 @@ def test_nothing_a_person_types_reaches_the_logs_or_the_disk(client: TestClient,
         client.post("/api/answer", json={"report": secret_report, "question": secret_question * 100})
         client.post("/api/upload", content=secret_report.encode())
         client.get("/api/examples/Zebrafinch-7731")
+        client.get("/static/Marigold-Quenby-lung")
+        client.request("QUILLBY", "/api/themes")
     logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))  # the server's
     assert "request=" in logged and "theme=terminology" in logged and "status=400" in logged
+    assert "GET (other path) status=404" in logged and "(other) /api/themes status=405" in logged
     for secret in ("Zebrafinch", "Quillby", "Marigold", "Quenby", "nodule"):
         assert secret not in logged
     assert list(tmp_path.iterdir()) == []

@@ -186,19 +186,25 @@ def serve(
     settings = WebSettings(model_wait=model_wait, model_slots=model_slots or (4 if remote else 1))
     if not 0 <= port <= 65535:
         raise PatientError(f"port must be between 0 and 65535, got {port}")
-    with socket.socket() as probe:  # before the model loads: a taken port is one line, not a traceback later
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise PatientError(f"cannot listen on {host}:{port} ({err.strerror or err}): give another --port "
-                               "or --host") from err
+    try:  # before the model loads: a taken port is one line, not a traceback later (reuse as uvicorn does)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as err:
+        raise PatientError(f"cannot listen on {host}:{port} ({err.strerror or err}): give another --port "
+                           "or --host") from err
     quiet_transformers()
     lm = None
     if model != "none":
         from verticals.llm import open_model
 
-        # no response cache: it would keep answers drafted from people's reports on disk
-        lm = open_model(model.removeprefix("openai:"), cache=None)
+        spec = model.removeprefix("openai:")
+        if remote:  # a person waits: a slow server gets 30 s and one retry, then the template answer
+            from verticals.llm import OpenAIModel
+
+            url, _, name = spec.partition("#")
+            lm = OpenAIModel(url, name or None, timeout=30.0, max_retries=1, max_concurrency=settings.model_slots)
+        else:  # no response cache: it would keep answers drafted from people's reports on disk
+            lm = open_model(spec, cache=None)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     web_log = logging.getLogger("verticals.patient.web")

@@ -18,8 +18,16 @@ from verticals.patient.config import PatientError
 
 #: the longest report read (characters): far above any real report, and bounded for the web page
 MAX_REPORT_CHARS = 50_000
+#: most sentences read (a chest CT report has well under 100): every question reads them all
+MAX_SENTENCES = 1_000
 #: the largest report file read (a PDF of a few pages is far smaller)
 MAX_FILE_BYTES = 20_000_000
+#: most pages of a report PDF read
+MAX_PDF_PAGES = 100
+#: most bytes one PDF stream may inflate to (a page of text is a few kB)
+MAX_PDF_STREAM = 2_000_000
+#: most bytes of page drawing instructions read over all pages (each page counts its own, shared or not)
+MAX_PDF_DRAWING = 2_000_000
 #: headings and the section each names
 HEADINGS = {
     "indication": ("indication", "indications", "clinical indication", "history", "clinical history",
@@ -80,7 +88,7 @@ def read_report(text: str) -> Report:
     """Sections and sentences of a report's text.
 
     Raises:
-        PatientError: the text is empty or longer than MAX_REPORT_CHARS.
+        PatientError: the text is empty, longer than MAX_REPORT_CHARS or has more than MAX_SENTENCES.
 
     Example:
         >>> report = read_report("FINDINGS: No pleural effusion. A 4 mm nodule.\\nIMPRESSION: Stable.")
@@ -88,6 +96,7 @@ def read_report(text: str) -> Report:
         [('findings', 'No pleural effusion.'), ('findings', 'A 4 mm nodule.'), ('impression', 'Stable.')]
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # lone surrogates: U+FFFD
     if not text.strip():
         raise PatientError("the report is empty: paste its text or give a .txt or .pdf file")
     if len(text) > MAX_REPORT_CHARS:
@@ -97,6 +106,9 @@ def read_report(text: str) -> Report:
     for section, body_start in sections:
         for start, end in _sentence_spans(text, body_start, section.end):
             sentences.append(Sentence(len(sentences), section.name, text[start:end], start, end))
+    if len(sentences) > MAX_SENTENCES:
+        raise PatientError(f"the report has {len(sentences):,} sentences; the most read is {MAX_SENTENCES:,} (a chest "
+                           "scan report has well under 100)")
     return Report(text, [s for s, _ in sections], sentences)
 
 
@@ -125,22 +137,53 @@ def read_report_bytes(data: bytes, name: str) -> Report:
     Raises:
         PatientError: not text, a PDF without text (a scan), or an unreadable PDF.
     """
+    return read_report(report_text(data, name))
+
+
+def report_text(data: bytes, name: str) -> str:
+    """The text of a report file's bytes: a PDF's text layer, else the bytes as UTF-8.
+
+    Raises:
+        PatientError: as `read_report_bytes`.
+    """
     if data[:5] == b"%PDF-":
-        return read_report(_pdf_text(name, data))
+        return _pdf_text(name, data)
     try:
-        return read_report(data.decode("utf-8-sig"))
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise PatientError(f"{name} is not a text file (UTF-8) or a PDF") from err
 
 
 def _pdf_text(path: str, data: bytes) -> str:
+    """The text of a PDF's pages, read under limits a report never reaches: a PDF made to expand (one
+    small stream shared by thousands of pages, a stream that inflates to gigabytes) is refused early."""
     import io
 
-    from pypdf import PdfReader
+    from pypdf import PdfReader, apply_configuration
     from pypdf.errors import PdfReadError
 
+    pages: list[str] = []
     try:
-        pages = [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
+        with apply_configuration(**{f"{kind}_maximum_output_length": MAX_PDF_STREAM for kind in
+                                    ("zlib", "lzw", "run_length", "jbig2", "brotli", "array_based_stream")}):
+            reader = PdfReader(io.BytesIO(data))
+            if len(reader.pages) > MAX_PDF_PAGES:
+                raise PatientError(f"{path} has {len(reader.pages):,} pages; a report PDF may have at most "
+                                   f"{MAX_PDF_PAGES}: copy the report's text instead")
+            drawn = chars = 0
+            for page in reader.pages:
+                contents = page.get_contents()
+                drawn += len(contents.get_data()) if contents is not None else 0
+                if drawn > MAX_PDF_DRAWING:
+                    raise PatientError(f"{path} holds far more drawing than a report's text: copy the report's "
+                                       "text instead")
+                pages.append(page.extract_text() or "")
+                chars += len(pages[-1])
+                if chars > MAX_REPORT_CHARS:
+                    raise PatientError(f"{path} holds more than {MAX_REPORT_CHARS:,} characters of text; the most "
+                                       f"read is {MAX_REPORT_CHARS:,}")
+    except PatientError:
+        raise
     except PdfReadError as err:
         raise PatientError(f"cannot read {path} as a PDF: {err}") from err
     except Exception as err:  # noqa: BLE001 - a malformed or encrypted PDF breaks pypdf in many ways

@@ -10,6 +10,7 @@ waits longer than `model_wait` seconds for it gets the template answer instead o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -33,7 +34,7 @@ from verticals.patient.answer import Answer, answer_stream, check_question
 from verticals.patient.compose import Notice
 from verticals.patient.config import PatientError
 from verticals.patient.examples import examples
-from verticals.patient.report import read_report, read_report_bytes
+from verticals.patient.report import read_report
 from verticals.patient.themes import themes
 from verticals.patient.web.schemas import (
     ExampleList,
@@ -45,6 +46,7 @@ from verticals.patient.web.schemas import (
     ThemeList,
     ThemeOut,
 )
+from verticals.patient.web.upload import PDF_SECONDS, upload_text
 from verticals.patient.web.view import report_view
 
 log = logging.getLogger("verticals.patient.web")
@@ -62,7 +64,6 @@ class WebSettings:
 
     Args:
         max_upload_bytes (`int`): largest request body, an uploaded report file included; larger gets a 413.
-        max_report_chars: see `verticals.patient.report.MAX_REPORT_CHARS` (checked by the schema).
         model_wait (`float`): seconds an answer waits for the model before it gets the template answer.
         model_slots (`int`): drafts generated at once (1 for a local model; more for a server model).
         max_open (`int`): requests with a body open at once; one more gets a 429.
@@ -153,10 +154,23 @@ def read(body: ReportIn) -> dict[str, Any]:
 @router.post("/upload", response_model=ReportView, openapi_extra={"requestBody": {
     "required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload(request: Request) -> dict[str, Any]:
-    """A `.txt` or `.pdf` file's bytes as the body; read in memory, never written anywhere."""
+    """A `.txt` or `.pdf` file's bytes as the body; read in memory, never written anywhere. A PDF is
+    read in a child process with a deadline, one at a time (`upload.py`)."""
     data = await request.body()
-    report = await run_in_threadpool(_read_bytes, data)
-    return await run_in_threadpool(report_view, report)
+    if data[:5] == b"%PDF-":
+        turn: asyncio.Semaphore = request.app.state.pdf_turn
+        try:
+            await asyncio.wait_for(turn.acquire(), timeout=PDF_SECONDS)
+        except TimeoutError as err:
+            raise APIError(429, "Other PDF files are being read; please try again in a moment.",
+                           code="busy", headers={"Retry-After": "5"}) from err
+        try:
+            text = await run_in_threadpool(_upload_text, data)
+        finally:
+            turn.release()
+    else:
+        text = _upload_text(data)
+    return await run_in_threadpool(lambda: report_view(_read(text, param="file")))
 
 
 @router.post("/answer", responses={200: {"content": {"application/x-ndjson": {}},
@@ -200,16 +214,16 @@ def _line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False) + "\n"
 
 
-def _read(text: str) -> Any:
+def _read(text: str, param: str = "report") -> Any:
     try:
         return read_report(text)
     except PatientError as err:
-        raise APIError(400, _sentence(str(err)), param="report", code="invalid_report") from err
+        raise APIError(400, _sentence(str(err)), param=param, code="invalid_report") from err
 
 
-def _read_bytes(data: bytes) -> Any:
+def _upload_text(data: bytes) -> str:
     try:
-        return read_report_bytes(data, "the file")
+        return upload_text(data)
     except PatientError as err:
         raise APIError(400, _sentence(str(err)), param="file", code="invalid_report") from err
 
@@ -248,17 +262,19 @@ class Privacy:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("request=%s %s %s status=%s time=%.2fs", request_id, scope["method"], _route(scope), status,
+            log.info("request=%s %s status=%s time=%.2fs", request_id, _route(scope), status,
                      time.monotonic() - started)
 
 
 def _route(scope: Scope) -> str:
-    """The path, cut to a known route: an unknown path (a client's text) is not logged."""
+    """The method and path, cut to known ones: anything else a client sends (its text) is not logged."""
+    method = scope["method"] if scope["method"] in ("GET", "HEAD", "POST", "OPTIONS") else "(other)"
     path = str(scope.get("path", ""))
-    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/openapi.json")
-    if path in known or path.startswith("/static/"):
-        return path[:60]
-    return "/api/examples/{id}" if path.startswith("/api/examples/") else "(other)"
+    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/openapi.json",
+             "/static/app.js", "/static/app.css")
+    if path in known:
+        return f"{method} {path}"
+    return f"{method} {'/api/examples/{id}' if path.startswith('/api/examples/') else '(other path)'}"
 
 
 def create_app(load: Callable[[], Any], settings: WebSettings | None = None) -> FastAPI:
@@ -268,6 +284,7 @@ def create_app(load: Callable[[], Any], settings: WebSettings | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.assistant = await run_in_threadpool(_start, load, settings)
+        app.state.pdf_turn = asyncio.Semaphore(1)
         yield
 
     # no /docs: Swagger UI loads from a CDN, which the page's policy (and this offline tool) refuses;
@@ -316,10 +333,14 @@ def invalid_request(errors: Any) -> APIError:
     if kind == "string_too_long" and isinstance(given, str):
         limit = (first.get("ctx") or {}).get("max_length", 0)
         message = f"The {field} has {len(given):,} characters; the most read is {limit:,}."
+    elif kind == "json_invalid":
+        message, field = "The request body is not valid JSON.", ""
+    elif kind == "missing" and not field:
+        message = "The request needs a JSON body."
     elif kind == "missing":
         message = f"The request needs '{field}'."
-    elif kind == "json_invalid":
-        message = "The request body is not valid JSON."
+    elif kind == "string_unicode":
+        message = f"The {field} holds characters that are not text (a lone UTF-16 surrogate)."
     elif kind == "extra_forbidden":
         message = f"Unknown field '{field:.40}'."
     else:

@@ -1,27 +1,19 @@
 """What the web API takes and gives: typed, bounded, documented in its OpenAPI schema.
 
-Text fields are bounded where the engine is (report 50,000 characters, question 2,000) and lone
-surrogates (valid JSON, not valid text) become U+FFFD before any work.
+Text fields are bounded where the engine is (report 50,000 characters, question 2,000).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from verticals.patient.answer import MAX_QUESTION_CHARS
 from verticals.patient.report import MAX_REPORT_CHARS
 
-
-def _text(value: str) -> str:
-    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-ReportText = Annotated[str, Field(max_length=MAX_REPORT_CHARS, description="the report's text"),
-                       AfterValidator(_text)]
-QuestionText = Annotated[str, Field(max_length=MAX_QUESTION_CHARS, description="the person's question"),
-                         AfterValidator(_text)]
+ReportText = Annotated[str, Field(max_length=MAX_REPORT_CHARS, description="the report's text")]
+QuestionText = Annotated[str, Field(max_length=MAX_QUESTION_CHARS, description="the person's question")]
 
 
 class _In(BaseModel):

@@ -45,6 +45,8 @@
     reportController: null,  // AbortController of a report read or upload
     answerController: null,  // AbortController of an answer stream
     busyAnswer: false,
+    asking: false,           // an ask() is under way (the report may be re-read first)
+    focusableTerms: new Set(),  // terms already given a Tab stop in the shown report
     busyReport: false,
     restoreFocus: null,      // the Ask button, when it had focus before it was disabled
     tipCounter: 0,
@@ -283,7 +285,9 @@
           continue;
         }
         const span = make("span", "term");
-        span.tabIndex = 0;
+        // one Tab stop per term (its first use): a report repeats its words, a keyboard user needs each once
+        span.tabIndex = state.focusableTerms.has(node.term) ? -1 : 0;
+        state.focusableTerms.add(node.term);
         span.dataset.term = String(node.term);
         state.tipCounter += 1;
         const tipId = `tip-${state.tipCounter}`;
@@ -316,14 +320,32 @@
     if (pos < to) parent.appendChild(document.createTextNode(text.slice(pos, to)));
   }
 
+  /** UTF-16 index of each code point of `text` (and of its end): the server counts code points. */
+  function unitOffsets(text) {
+    const units = [0];
+    let at = 0;
+    for (const ch of text) {
+      at += ch.length;
+      units.push(at);
+    }
+    return units;
+  }
+
   function renderReport(view) {
     const text = typeof view.text === "string" ? view.text : "";
+    const units = unitOffsets(text);
+    const unit = (i) => units[Math.min(Math.max(i, 0), units.length - 1)];
+    const inUnits = (x) => Object.assign({}, x, { start: unit(x.start), end: unit(x.end) });
     const headings = (Array.isArray(view.headings) ? view.headings : [])
       .filter((h) => h && Number.isInteger(h.start) && Number.isInteger(h.end) && h.end > h.start)
+      .map(inUnits)
       .sort((a, b) => a.start - b.start);
     const sentences = (Array.isArray(view.sentences) ? view.sentences : [])
-      .filter((s) => s && Number.isInteger(s.start) && Number.isInteger(s.end) && s.end >= s.start)
+      .filter((s) => s && Number.isInteger(s.start) && Number.isInteger(s.end) && s.end >= s.start
+        && s.end < units.length)
+      .map(inUnits)
       .sort((a, b) => a.start - b.start);
+    state.focusableTerms = new Set();
     const terms = view.terms && typeof view.terms === "object" ? view.terms : {};
     const fragment = document.createDocumentFragment();
     state.tipCounter = 0;
@@ -381,7 +403,12 @@
     el.reportView.hidden = false;
     el.legend.hidden = false;
     el.findingsSummary.hidden = false;
-    // A new report: the previous answer was about the old one.
+    // A new report: the previous answer (and one still on its way) was about the old one.
+    if (state.answerController) {
+      state.answerController.abort();
+      state.answerController = null;
+      setAnswerBusy(false);
+    }
     resetAnswer();
     resetNotices();
   }
@@ -485,7 +512,8 @@
       button.dataset.index = String(c.index);
       let text = typeof c.text === "string" && c.text ? c.text : "";
       if (!text && state.view && typeof state.view.text === "string" && Number.isInteger(c.start) && Number.isInteger(c.end)) {
-        text = state.view.text.slice(c.start, c.end);
+        const units = unitOffsets(state.view.text);
+        text = state.view.text.slice(units[c.start] || 0, units[c.end] || 0);
       }
       button.textContent = text || `Sentence ${c.index + 1}`;
       li.appendChild(button);
@@ -578,7 +606,16 @@
   }
 
   async function ask() {
-    if (state.busyAnswer) return;
+    if (state.busyAnswer || state.asking) return;
+    state.asking = true;  // from the first click: a second one while the report is re-read must not race it
+    try {
+      await askNow();
+    } finally {
+      state.asking = false;
+    }
+  }
+
+  async function askNow() {
     showError(el.questionError, "");
     const question = el.questionInput.value;
     if (!question.trim()) {
@@ -674,7 +711,8 @@
       });
       if (generation !== state.generation) return;
       if (response.status !== 200) {
-        showError(el.questionError, await errorMessage(response));
+        const message = await errorMessage(response);
+        if (generation === state.generation) showError(el.questionError, message);
         return;
       }
       if (!response.body || !response.body.getReader) {
@@ -859,6 +897,7 @@
       readReport: $("read-report"),
       fileInput: $("file-input"),
       exampleSelect: $("example-select"),
+      openExample: $("open-example"),
       reportError: $("report-error"),
       reportStatus: $("report-status"),
       reportEmpty: $("report-empty"),
@@ -886,7 +925,8 @@
 
     el.readReport.addEventListener("click", () => { readReport(); });
     el.fileInput.addEventListener("change", () => { uploadFile(); });
-    el.exampleSelect.addEventListener("change", () => { chooseExample(); });
+    // a button, not the select's change event: arrowing through a closed select must not load a report each step
+    el.openExample.addEventListener("click", () => { chooseExample(); });
     el.reportInput.addEventListener("input", () => {
       if (el.reportError.textContent) showError(el.reportError, "");
     });
