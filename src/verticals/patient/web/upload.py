@@ -51,9 +51,13 @@ def upload_text(data: bytes, name: str = "the file") -> str:
 
 
 def _read_pdf(data: bytes, name: str, send: Connection) -> None:
+    import logging
     import resource
+    import warnings
 
     resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY, PDF_MEMORY))
+    logging.disable(logging.CRITICAL)  # the reader's warnings quote the file: they must not reach the server's log
+    warnings.simplefilter("ignore")
     try:
         send.send(("text", report_text(data, name)))
     except PatientError as err:
