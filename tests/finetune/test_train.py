@@ -160,3 +160,60 @@ def test_bad_data_fails_clearly(tmp_path: Path) -> None:
         read_jsonl(tmp_path / "missing.jsonl")
     with pytest.raises(FinetuneError, match="method"):
         FinetuneConfig(method="qlora")
+
+
+def test_a_long_conversation_loses_its_beginning_not_its_reply(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    long_chat = {"messages": [{"role": "user", "content": "Tell me about the flu. " * 30},
+                              {"role": "assistant", "content": "Yes, fever is a common symptom."}]}
+    whole = tokenize(long_chat, tiny_model.tokenizer, 10_000)
+    reply = [t for t, label in zip(whole.input_ids, whole.labels) if label != IGNORE]
+    assert len(whole.input_ids) > 60 and len(reply) < 30
+    cut = tokenize(long_chat, tiny_model.tokenizer, 40)
+    assert len(cut.input_ids) == 40 and cut.input_ids == whole.input_ids[-40:]
+    assert [t for t, label in zip(cut.input_ids, cut.labels) if label != IGNORE] == reply  # the whole reply
+    too_short = tokenize(long_chat, tiny_model.tokenizer, len(reply) - 1)  # not even the reply fits
+    assert not too_short.has_loss and all(label == IGNORE for label in too_short.labels)
+
+
+def test_examples_without_a_whole_reply_are_left_out_and_counted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    long_reply = {"messages": [{"role": "user", "content": "Explain."},
+                               {"role": "assistant", "content": "Yes, the answer is yes. " * 40}]}
+    config = FinetuneConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=0, max_length=48)
+    result = finetune(fresh(tiny_model_dir), CHATS[:4] + [long_reply] * 3, tmp_path / "some", config, progress=False)
+    assert result.left_out == 3 and result.final_loss > 0
+    with pytest.raises(FinetuneError, match="none of the 3 examples keeps a whole reply within max_length 48"):
+        finetune(fresh(tiny_model_dir), [long_reply] * 3, tmp_path / "none", config, progress=False)
+
+
+def test_resume_refuses_other_settings_data_or_weights(tiny_model_dir: Path, data_file: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = FinetuneConfig(steps=4, batch_size=2, lr=1e-2, warmup_steps=0, save_every=2)
+    out = tmp_path / "run"
+    real_step, calls = _Loop._step, []
+
+    def step_then_stop(self, batches):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, batches)
+
+    monkeypatch.setattr(_Loop, "_step", step_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+    monkeypatch.setattr(_Loop, "_step", real_step)
+    saved = (out / "finetune_config.json").read_text()
+    for changed, names in (({"lr": 5e-3}, "lr"), ({"batch_size": 4, "seed": 1}, "batch_size, seed"),
+                           ({"drop_rate": 0.5}, "drop_rate")):
+        other = FinetuneConfig(**{**config.to_dict(), **changed})
+        with pytest.raises(FinetuneError, match=f"other settings \\({names} differ\\)"):
+            finetune(fresh(tiny_model_dir), data_file, out, other, resume=True, progress=False)
+    assert (out / "finetune_config.json").read_text() == saved  # the refused resume wrote nothing
+    with pytest.raises(FinetuneError, match="the training data changed"):
+        finetune(fresh(tiny_model_dir), CHATS[:3], out, config, resume=True, progress=False)
+    other_weights = fresh(tiny_model_dir)
+    monkeypatch.setattr(type(other_weights), "fingerprint", property(lambda self: "other"))
+    with pytest.raises(FinetuneError, match="the base model's weights changed"):
+        finetune(other_weights, data_file, out, config, resume=True, progress=False)
+    monkeypatch.undo()
+    saving = FinetuneConfig(**{**config.to_dict(), "save_every": 1})  # how often it saves changes nothing learnt
+    assert finetune(fresh(tiny_model_dir), data_file, out, saving, resume=True, progress=False).steps == 4

@@ -266,6 +266,25 @@ def test_a_run_folder_refuses_other_settings(tmp_path: Path) -> None:
         sersal("heart_failure", "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
 
 
+def test_a_run_folder_refuses_a_changed_table_or_annotator(tmp_path: Path) -> None:
+    from verticals.serval.datasets import TabularData
+
+    table = load_dataset("heart_failure")
+    first = sersal(table, "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
+    flipped = TabularData(table.meta, table.frame, 1 - table.labels)  # same rows and size, other labels
+    with pytest.raises(ServalError, match=r"other settings or inputs \(the table \(its values, labels or metadata\) "
+                                          r"changed\)"):
+        sersal(flipped, "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)
+    edited = table.frame.copy()
+    edited.iloc[0, 0] = edited.iloc[1, 0]
+    with pytest.raises(ServalError, match="the table"):
+        sersal(TabularData(table.meta, edited, table.labels), "simulated:auc=0.7", tmp_path, ServalConfig(**FAST),
+               progress=False)
+    with pytest.raises(ServalError, match=r"--llm, the annotator \(the model's weights, or the simulation\) changed"):
+        sersal(table, "simulated:auc=0.8", tmp_path, ServalConfig(**FAST), progress=False)
+    assert sersal(table, "simulated:auc=0.7", tmp_path, ServalConfig(**FAST), progress=False)["table"] == first["table"]
+
+
 def test_a_relative_run_folder_keeps_every_stage_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     sersal("heart_failure", "simulated:auc=0.65", "runs/study", ServalConfig(max_rows=120, **FAST), progress=False)

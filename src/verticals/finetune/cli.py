@@ -64,7 +64,10 @@ def run(
     world = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
     adapter = f" --adapter {out}" if method == "lora" else ""
     base = model if method == "lora" else str(out)
+    left_out = (f"left out: {result.left_out} conversations whose last reply did not fit in --max-length "
+                f"{max_length} tokens\n") if result.left_out else ""
     Console(stderr=True).print(
         f"done: {result.steps} steps{world} in {result.seconds:.0f} s, final loss {result.final_loss:.4f}\n"
+        f"{left_out}"
         f"chat with it:  verticals llm chat -m {base}{adapter} \"...\"\n"
-        f"serve it:      verticals llm serve -m {base}{adapter}")
+        f"serve it:      verticals llm serve -m {base}{adapter}", markup=False, highlight=False)

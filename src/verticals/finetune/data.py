@@ -24,6 +24,11 @@ class Example:
     input_ids: list[int]
     labels: list[int]
 
+    @property
+    def has_loss(self) -> bool:
+        """Whether any token carries loss (a conversation whose last reply did not fit has none)."""
+        return any(label != IGNORE for label in self.labels)
+
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSONL file, each checked to be a chat example or a text example."""
@@ -54,24 +59,35 @@ def _is_chat(record: dict[str, Any]) -> bool:
 
 
 def tokenize(record: dict[str, Any], tokenizer: Any, max_length: int) -> Example:
-    """Token ids and labels; only assistant replies (chat) or every token (text) carry loss."""
+    """Token ids and labels; only assistant replies (chat) or every token (text) carry loss.
+
+    A conversation longer than `max_length` loses its beginning, never its end: the last reply is
+    what the example teaches. A reply cut at its start carries no loss (half a reply is not one), so
+    a conversation whose last reply alone is longer than `max_length` has no loss tokens left
+    (`has_loss` is false): the caller leaves it out and counts it. A text example is cut at its end.
+    """
     if "messages" in record:
-        ids, labels = _tokenize_chat(record["messages"], tokenizer)
-    else:
-        ids = list(tokenizer(record["text"], add_special_tokens=False)["input_ids"])
-        if tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
-        labels = list(ids)
-    return Example(ids[:max_length], labels[:max_length])
+        ids, labels, replies = _tokenize_chat(record["messages"], tokenizer)
+        cut = max(0, len(ids) - max_length)
+        for start, end in replies:
+            if start < cut:
+                labels[start:end] = [IGNORE] * (end - start)
+        return Example(ids[cut:], labels[cut:])
+    ids = list(tokenizer(record["text"], add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return Example(ids[:max_length], list(ids[:max_length]))
 
 
-def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int]]:
+def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int],
+                                                                          list[tuple[int, int]]]:
     def render(upto: int, generation_prompt: bool) -> list[int]:
         text = tokenizer.apply_chat_template(messages[:upto], add_generation_prompt=generation_prompt, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     ids = render(len(messages), False)
     labels = [IGNORE] * len(ids)
+    replies = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -80,7 +96,8 @@ def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list
             raise FinetuneError("the chat template does not render conversations prefix by prefix; "
                                 "cannot tell which tokens are the assistant's")
         labels[start:end] = ids[start:end]
-    return ids, labels
+        replies.append((start, end))
+    return ids, labels, replies
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -6,13 +6,14 @@ every rank draws the same DropBP masks, and DDP is told that a step may leave pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from verticals import dropbp
 from verticals.finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from verticals.finetune.config import FinetuneConfig, FinetuneError
+from verticals.finetune.config import CONFIG_NAME, FinetuneConfig, FinetuneError
 from verticals.finetune.data import Example, collate, read_jsonl, tokenize
 from verticals.finetune.loss import lm_loss
 from verticals.progress import progress_bar
@@ -39,6 +40,7 @@ class FinetuneResult:
     final_loss: float
     seconds: float
     drop_rates: list[float] | None
+    left_out: int = 0  # conversations whose last reply did not fit in max_length (no loss tokens)
 
 
 def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: str | Path,
@@ -60,8 +62,16 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if found is not None and not resume:
         raise FinetuneError(f"{out} already holds a run (last checkpoint {found.name}); "
                             "pass --resume to continue it or choose another output folder")
+    inputs = {"data": _data_fingerprint(records), "model": str(getattr(model, "fingerprint", ""))}
+    if found is not None:
+        _refuse_changes(out, config, inputs)
     tokenizer = model.tokenizer
     examples = [tokenize(r, tokenizer, config.max_length) for r in records]
+    kept = [e for e in examples if e.has_loss]
+    if not kept:
+        raise FinetuneError(f"none of the {len(examples)} examples keeps a whole reply within max_length "
+                            f"{config.max_length} tokens (nothing would carry loss): raise --max-length")
+    left_out, examples = len(examples) - len(kept), kept
     accelerator = _accelerator(model.model, unused_parameters=config.drop_rate != 0)
     network = _trainable(model.model, config)
     controller = _apply_dropbp(network, config)
@@ -78,6 +88,7 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if accelerator.is_main_process:  # the only rank that writes
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
+        (out / INPUTS_NAME).write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
     loop = _Loop(config, accelerator, wrapped, network, optimizer, scheduler, controller, examples,
                  tokenizer.pad_token_id or 0, out)
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
@@ -91,7 +102,36 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if accelerator.is_main_process:
         _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
-    return result
+    return replace(result, left_out=left_out)
+
+
+#: what a run was trained on: a resumed run must be trained on the same
+INPUTS_NAME = "finetune_inputs.json"
+#: settings a resumed run may change: they do not change what is learnt
+_FREE_ON_RESUME = ("save_every",)
+
+
+def _data_fingerprint(records: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _refuse_changes(out: Path, config: FinetuneConfig, inputs: dict[str, str]) -> None:
+    """A resumed run continues the same run: other settings, data or base weights are refused."""
+    saved = out / CONFIG_NAME
+    if saved.is_file():
+        before, now = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict()))
+        changed = sorted(k for k in set(before) | set(now) if k not in _FREE_ON_RESUME and before.get(k) != now.get(k))
+        if changed:
+            raise FinetuneError(f"{out} holds a run with other settings ({', '.join(changed)} differ): resume with "
+                                "the same settings, or choose another output folder")
+    recorded = out / INPUTS_NAME
+    if recorded.is_file():
+        before = json.loads(recorded.read_text())
+        words = {"data": "the training data", "model": "the base model's weights"}
+        changed = [words[k] for k in inputs if before.get(k) != inputs[k]]
+        if changed:
+            raise FinetuneError(f"{out} holds a run on other inputs ({' and '.join(changed)} changed): resume with "
+                                "the same inputs, or choose another output folder")
 
 
 def _accelerator(network: nn.Module, *, unused_parameters: bool) -> Any:

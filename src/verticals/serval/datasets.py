@@ -8,7 +8,10 @@ imported). Gold labels are kept apart in `TabularData.labels`: only evaluation r
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -96,6 +99,15 @@ class TabularData:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def fingerprint(self) -> str:
+        """A hash of what a run reads: the metadata, the column names, every value and the gold labels."""
+        digest = hashlib.sha256(json.dumps(dataclasses.asdict(self.meta), sort_keys=True, default=str).encode())
+        digest.update(json.dumps([str(c) for c in self.frame.columns]).encode())
+        digest.update(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
+        if self.labels is not None:
+            digest.update(np.ascontiguousarray(self.labels, dtype=np.float64).tobytes())
+        return digest.hexdigest()[:16]
 
     def subset(self, rows: np.ndarray) -> TabularData:
         labels = None if self.labels is None else self.labels[rows]

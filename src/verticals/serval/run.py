@@ -36,6 +36,10 @@ from verticals.serval.quality import Quality, TuningCheck, judge, judge_tuning
 from verticals.serval.reverse import confident_rows, examples, hosted_instructions, reverse_tune, write_jsonl
 
 Say = Callable[[str], None]
+#: what each part of `run.json` is, for the refusal of a changed run
+_CHANGED = {"dataset": "the dataset name", "rows": "the number of rows",
+            "data": "the table (its values, labels or metadata)", "llm": "--llm",
+            "annotator": "the annotator (the model's weights, or the simulation)", "template": "the prompt template"}
 
 
 @dataclass
@@ -71,9 +75,9 @@ class SersalRun:
         self.progress = progress
         self.say = say or (lambda message: None)
         self._tuned: tuple[Path, LLMAnnotator] | None = None
-        self._settings = {"dataset": data.meta.name, "rows": len(data), "llm": llm_spec,
-                          "config": config.to_dict(), "template": self.template.__dict__ | {"choices": list(
-                              self.template.choices)}}
+        self._settings = {"dataset": data.meta.name, "rows": len(data), "data": data.fingerprint(), "llm": llm_spec,
+                          "annotator": annotator.name, "config": config.to_dict(),
+                          "template": self.template.__dict__ | {"choices": list(self.template.choices)}}
         self._claim()
         self.split = self._stage_json(self.folder / "split.json", self._make_split)
 
@@ -261,17 +265,19 @@ class SersalRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         file = self.folder / "run.json"
         if file.is_file():
-            before = json.loads(file.read_text())
-            if before != json.loads(json.dumps(self._settings)):
-                now = json.loads(json.dumps(self._settings))
-                changed = sorted(k for k in now if before.get(k) != now[k])
-                if set(before.get("config", {})) != set(now["config"]):
-                    raise ServalError(f"{self.folder} holds a run made by another version of verticals (settings "
-                                      f"{', '.join(sorted(set(before.get('config', {})) ^ set(now['config'])))}); "
-                                      "choose another --out, or delete the folder (`make clean-runs` for runs/)")
-                raise ServalError(f"{self.folder} holds a run with other settings ({', '.join(changed)} differ); "
-                                  "rerun the same command to resume it, or choose another --out")
-            return
+            before, now = json.loads(file.read_text()), json.loads(json.dumps(self._settings))
+            if before == now:
+                return
+            older = (set(before) ^ set(now)) | (set(before.get("config", {})) ^ set(now["config"]))
+            if older:
+                raise ServalError(f"{self.folder} holds a run made by another version of verticals (settings "
+                                  f"{', '.join(sorted(older))}); choose another --out, or delete the folder "
+                                  "(`make clean-runs` for runs/)")
+            changed = [_CHANGED[k] for k in now if k != "config" and before[k] != now[k]]
+            changed += [f"--{k.replace('_', '-')}" for k in now["config"] if before["config"][k] != now["config"][k]]
+            raise ServalError(f"{self.folder} holds a run with other settings or inputs ({', '.join(changed)} "
+                              "changed): its work does not apply; rerun the same command to resume it, or choose "
+                              "another --out")
         write_text(file, json.dumps(self._settings, indent=2, sort_keys=True) + "\n")
 
     def _stage_json(self, file: Path, compute: Callable[[], Any]) -> Any:
