@@ -104,11 +104,13 @@ class _Scripted:
 
 
 def test_verbalized_confidence_is_parsed_and_unreadable_replies_are_counted(heart) -> None:
-    few = heart.subset(np.arange(4))
-    annotator = LLMAnnotator(_Scripted(["70%", "0.2", "I am not sure", "85"]), method="verbalized", progress=False)
+    few = heart.subset(np.arange(7))
+    replies = ["70%", "0.2", "I am not sure", "85", "1", "150", "1.0"]
+    annotator = LLMAnnotator(_Scripted(replies), method="verbalized", progress=False)
     got = annotator.annotate(few)
-    assert sorted(got.tolist()) == sorted([0.7, 0.2, 0.5, 0.85])
-    assert annotator.unparsed == 1
+    # "1" is 1 percent (it read as 100% before); "150" and the words are no confidence: 0.5, and counted
+    assert sorted(got.tolist()) == sorted([0.7, 0.2, 0.5, 0.85, 0.01, 0.5, 1.0])
+    assert annotator.unreadable == 2
 
 
 def test_vote_is_the_share_of_yes_over_seeded_samples(heart) -> None:
@@ -116,6 +118,28 @@ def test_vote_is_the_share_of_yes_over_seeded_samples(heart) -> None:
     got = LLMAnnotator(model, method="vote", votes=4, progress=False).annotate(heart.subset(np.arange(3)))
     assert got.tolist() == [0.5, 0.5, 0.5]
     assert [c["seed"] for c in model.calls] == [0, 1, 2, 3] and all(c["temperature"] == 1.0 for c in model.calls)
+
+
+def test_a_vote_that_is_neither_yes_nor_no_is_no_vote(heart) -> None:
+    annotator = LLMAnnotator(_Scripted(["Yes.", "Maybe", "I cannot say"]), method="vote", votes=3, progress=False)
+    got = annotator.annotate(heart.subset(np.arange(3)))
+    # each row hears one "Yes" and two non-answers: 1.0, where counting a non-answer as "no" said 0.33
+    assert got.tolist() == [1.0, 1.0, 1.0] and annotator.unreadable == 0
+    silent = LLMAnnotator(_Scripted(["Maybe"]), method="vote", votes=2, progress=False)
+    assert silent.annotate(heart.subset(np.arange(2))).tolist() == [0.5, 0.5] and silent.unreadable == 2
+
+
+def test_a_run_stops_when_too_many_rows_get_no_readable_answer(heart, tmp_path: Path) -> None:
+    few = heart.subset(np.arange(120))
+    mumbling = LLMAnnotator(_Scripted(["70%", "I am not sure", "Hard to say", "40%"]), method="verbalized",
+                            progress=False)
+    config = ServalConfig(annotation="verbalized", **FAST)
+    with pytest.raises(ServalError, match=r"loop 0: 60 of 120 rows \(50%\) got no readable answer from the LLM"):
+        SersalRun(few, mumbling, tmp_path / "stop", config, llm_spec="scripted").run()
+    assert json.loads((tmp_path / "stop" / "loop_0" / "annotation.json").read_text()) == {"unreadable": 60}
+    patient = ServalConfig(annotation="verbalized", max_unreadable=0.6, **FAST)
+    loops = SersalRun(few, mumbling, tmp_path / "go", patient, llm_spec="scripted").run()
+    assert loops[0].unreadable == 60 and "60 rows got no readable answer" in loops[0].notes[0]
 
 
 # -- prompts -----------------------------------------------------------------------------------

@@ -45,38 +45,53 @@ class LLMAnnotator:
     votes: int = 5
     template: PromptTemplate | None = None
     progress: bool = True
-    unparsed: int = 0
+    unreadable: int = 0  # rows of the last `annotate` whose answer could not be read (given 0.5)
 
     @property
     def name(self) -> str:
         return f"llm:{self.model.fingerprint}"
 
     def annotate(self, data: TabularData) -> np.ndarray:
-        """P(positive) for each row of `data`, in [0, 1]."""
+        """P(positive) for each row of `data`, in [0, 1]; `unreadable` counts the rows whose replies
+        could not be read (a verbalised reply without a percentage, or no vote answering yes or no):
+        they get 0.5, and the run reports them and stops when they are too many."""
         template = self.template or PromptTemplate.load()
+        self.unreadable = 0
         if self.method == "logprobs":
             chats = questions(data, template, self.style)
             return self.model.choice_probs(chats, list(template.choices), progress=self.progress)[:, 0]
         if self.method == "verbalized":
             chats = questions(data, template, self.style, kind="verbalized")
             replies = self.model.chat_batch(chats, max_tokens=8, progress=self.progress)
-            return np.array([self._percent(r) for r in replies])
+            read = [percent(r) for r in replies]
+            self.unreadable = sum(p is None for p in read)
+            return np.array([0.5 if p is None else p for p in read])
         chats = questions(data, template, self.style)
-        yes = template.choices[0].lower()
-        shares = np.zeros(len(chats))
+        yes, no = (c.lower() for c in template.choices)
+        yeses, readable = np.zeros(len(chats)), np.zeros(len(chats))
         for seed in range(self.votes):
             replies = self.model.chat_batch(chats, max_tokens=3, temperature=1.0, seed=seed, progress=self.progress)
-            shares += [r.strip().lower().startswith(yes) for r in replies]
-        return shares / self.votes
+            said = [r.strip().lower() for r in replies]
+            yeses += [s.startswith(yes) for s in said]
+            readable += [s.startswith(yes) or s.startswith(no) for s in said]  # anything else is no vote
+        self.unreadable = int((readable == 0).sum())
+        return np.where(readable > 0, yeses / np.maximum(readable, 1), 0.5)
 
-    def _percent(self, reply: str) -> float:
-        """A reply like "70", "70%" or "0.7" as a probability; anything else counts as 0.5 (and is counted)."""
-        found = _NUMBER.search(reply)
-        if found is None:
-            self.unparsed += 1
-            return 0.5
-        value = float(found.group())
-        return min(value / 100 if value > 1 else value, 1.0)
+
+def percent(reply: str) -> float | None:
+    """A verbalised confidence as a probability, or None when the reply gives none.
+
+    "70", "70%" and "0.7" are 0.7; a whole number is a percentage ("1" is 1%, not 100%); a number
+    above 100 is no confidence.
+    """
+    found = _NUMBER.search(reply)
+    if found is None:
+        return None
+    text = found.group()
+    value = float(text)
+    if "." in text and value <= 1 and "%" not in reply[found.end():found.end() + 2]:
+        return value
+    return value / 100 if value <= 100 else None
 
 
 @dataclass

@@ -49,6 +49,8 @@ def run(
                                                         "ranking that teach the LLM")] = 0.25,
     tune_steps: Annotated[int, typer.Option(help="LoRA steps of reverse tuning")] = 60,
     drop_rate: Annotated[float, typer.Option(help="DropBP rate while reverse-tuning")] = 0.5,
+    max_unreadable: Annotated[float, typer.Option(help="stop when more than this share of rows get no readable "
+                                                       "answer from the LLM (each is counted, given 0.5)")] = 0.1,
     prompts: Annotated[Path | None, typer.Option(help="a prompt template TOML (default: the packaged one)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the split, the small model and the tuning")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
@@ -58,7 +60,7 @@ def run(
 
     config = ServalConfig(loops=loops, annotation=annotation, style=style, targets=targets, small_model=small_model,
                           noisy=noisy, max_rows=max_rows, confident_share=confident_share, tune_steps=tune_steps,
-                          drop_rate=drop_rate, seed=seed)
+                          drop_rate=drop_rate, max_unreadable=max_unreadable, seed=seed)
     from verticals.llm.cli import quiet_transformers
     from verticals.serval.pipeline import sersal
     from verticals.serval.report import table_rows

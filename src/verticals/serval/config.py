@@ -50,6 +50,8 @@ class ServalConfig:
     tune_lr: float = 3e-4
     drop_rate: float = field(default=0.5, metadata={"help": "DropBP rate while reverse-tuning (0 = off)"})
     min_agreement: float = field(default=0.55, metadata={"help": "gate: least small-model vs LLM AUC (check split)"})
+    max_unreadable: float = field(default=0.1, metadata={"help": "stop when more than this share of rows get no "
+                                                                  "readable answer from the LLM"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +75,7 @@ class ServalConfig:
             (self.tune_lr > 0, f"`tune_lr` should be positive, got {self.tune_lr}"),
             (0 <= self.drop_rate < 1, f"`drop_rate` should be in [0, 1), got {self.drop_rate}"),
             (0.5 <= self.min_agreement < 1, f"`min_agreement` should be in [0.5, 1), got {self.min_agreement}"),
+            (0 <= self.max_unreadable < 1, f"`max_unreadable` should be in [0, 1), got {self.max_unreadable}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -52,7 +52,8 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         per_loop.append({"loop": r.index, "llm": scores(gold, r.annotations[test]),
                          "small_model": scores(gold, r.small_probs[test]), "tuned_llm": scores(gold, tuned_r),
                          "quality": r.quality.to_dict(), "tune_examples": r.tune_examples,
-                         "tuning_check": r.tuning.to_dict() if r.tuning else None, "notes": r.notes})
+                         "tuning_check": r.tuning.to_dict() if r.tuning else None, "notes": r.notes,
+                         "unreadable": r.unreadable})
     meta = run.data.meta
     results = {
         "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run.llm_spec,

@@ -39,7 +39,8 @@ def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | 
         f"<td>{_auc(r['tuned_llm'])}</td><td>{r['quality']['agreement']:.3f}</td>"
         f"<td>{_num(r['quality']['clean_fraction'])}</td><td>{_num(r['quality']['drift'])}</td>"
         f"<td>{'passed' if r['quality']['passed'] else 'failed'}: {html.escape(r['quality']['reason'])}</td>"
-        f"<td>{r['tune_examples']}</td><td>{_tuning(r.get('tuning_check'))}</td></tr>" for r in results["loops"])
+        f"<td>{r['tune_examples']}</td><td>{_tuning(r.get('tuning_check'))}</td>"
+        f"<td>{r.get('unreadable', 0)}</td></tr>" for r in results["loops"])
     notes = "".join(f"<li>{html.escape(n)}</li>" for r in results["loops"] for n in r["notes"])
     images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in plots)
     page = f"""<!doctype html>
@@ -58,7 +59,8 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
 <h2>Loops</h2>
 <table><tr><th>loop</th><th>LLM AUC</th><th>small AUC</th><th>tuned LLM AUC</th><th>agreement</th>
 <th>clean fraction</th><th>drift</th><th>gate</th><th>tuning examples</th>
-<th>tuned LLM vs small model, check rows (before)</th></tr>{loops}</table>
+<th>tuned LLM vs small model, check rows (before)</th><th>rows without a readable answer (given 0.5)</th>
+</tr>{loops}</table>
 {f'<ul>{notes}</ul>' if notes else ''}
 <h2>Plots</h2>{images}
 </body></html>

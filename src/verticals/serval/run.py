@@ -54,6 +54,7 @@ class LoopRecord:
     tune_examples: int = 0
     tuning: TuningCheck | None = None
     notes: list[str] = field(default_factory=list)
+    unreadable: int = 0
 
 
 class SersalRun:
@@ -105,7 +106,14 @@ class SersalRun:
         where.mkdir(exist_ok=True)
         who = self.annotator.name if k == 0 else "the tuned LLM"
         self.say(f"loop {k}: annotating {len(self.data)} rows with {who}")
-        labels = self._stage_npy(where / "annotations.npy", lambda: llm.annotate(self.data))
+        labels = self._stage_npy(where / "annotations.npy", lambda: self._annotate(llm, where))
+        unreadable = int(json.loads((where / "annotation.json").read_text())["unreadable"])
+        rows = len(self.data)
+        if unreadable > self.config.max_unreadable * rows:
+            raise ServalError(f"loop {k}: {unreadable} of {rows} rows ({unreadable / rows:.0%}) got "
+                              f"no readable answer from the LLM (annotation {self.config.annotation}), more than "
+                              f"--max-unreadable {self.config.max_unreadable:g}: try --annotation logprobs, or a model "
+                              "that answers in the asked format")
         self.say(f"loop {k}: teaching the small model ({self.config.small_model}, {self.config.noisy})")
         probs, clean = self._teach(where, labels)
         quality = Quality(**self._stage_json(where / "quality.json", lambda: judge(
@@ -114,10 +122,18 @@ class SersalRun:
             previous_probs=previous.small_probs if previous else None, min_agreement=self.config.min_agreement,
             last_loop=last).to_dict()))
         self.say(f"loop {k}: gate {'passed' if quality.passed else 'failed'}: {quality.reason}")
-        record = LoopRecord(k, labels, probs, quality)
+        record = LoopRecord(k, labels, probs, quality, unreadable=unreadable)
+        if unreadable:
+            record.notes.append(f"{unreadable} rows got no readable answer from the LLM and were given 0.5")
         if quality.passed:
             self._reverse(where, record, llm)
         return record
+
+    def _annotate(self, llm: Any, where: Path) -> np.ndarray:
+        """The LLM's soft labels; how many rows got no readable answer goes to `annotation.json` first."""
+        labels = llm.annotate(self.data)
+        write_text(where / "annotation.json", json.dumps({"unreadable": int(getattr(llm, "unreadable", 0))}) + "\n")
+        return labels
 
     def _teach(self, where: Path, labels: np.ndarray) -> tuple[np.ndarray, float | None]:
         fit_rows = self.rows("train")  # the check rows stay unseen: the gate reads them
