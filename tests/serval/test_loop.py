@@ -138,7 +138,7 @@ def test_a_run_stops_when_too_many_rows_get_no_readable_answer(heart, tmp_path: 
         SersalRun(few, mumbling, tmp_path / "stop", config, llm_spec="scripted").run()
     assert json.loads((tmp_path / "stop" / "loop_0" / "annotation.json").read_text()) == {"unreadable": 60}
     patient = ServalConfig(annotation="verbalized", max_unreadable=0.6, **FAST)
-    loops = SersalRun(few, mumbling, tmp_path / "go", patient, llm_spec="scripted").run()
+    loops = SersalRun(few, mumbling, tmp_path / "go", patient, llm_spec="scripted", force=True).run()
     assert loops[0].unreadable == 60 and "60 rows got no readable answer" in loops[0].notes[0]
 
 
@@ -428,3 +428,48 @@ def test_judge_tuning_sets_aside_only_an_llm_that_moved_measurably_away() -> Non
     assert [t.kept for t in falls] == list(z <= 1.645)
     assert judge_tuning(small, before, before).kept  # no change is no harm
     assert judge_tuning(small, before, farther, seed=3) != dropped  # the bootstrap draws from `seed`
+
+
+class _Constant:
+    """A model whose P(Yes) is the same for every row, as the 135M model's was on a table it knew nothing of."""
+
+    fingerprint = "constant"
+
+    def choice_probs(self, chats, choices, **kwargs):  # type: ignore[no-untyped-def]
+        return np.tile([0.16, 0.84], (len(chats), 1))
+
+
+def test_the_teacher_check_reads_spread_and_stability_without_labels() -> None:
+    from verticals.serval.quality import check_teacher
+
+    rng = np.random.default_rng(0)
+    good = rng.uniform(0.1, 0.9, 300)
+    asked = np.arange(100)
+    steady = check_teacher(good, good[asked] + rng.normal(0, 0.02, 100), asked)
+    assert steady.ok and steady.stability > 0.9 and steady.rows == 100
+    flat = check_teacher(np.linspace(0.151, 0.169, 300), None, asked)  # the biopsy run's span: p5-p95 is 0.0162
+    assert not flat.ok and "spans only 0.016 " in flat.reason and flat.stability is None
+    shaky = check_teacher(good, rng.uniform(0.1, 0.9, 100), asked)  # another wording, another ranking
+    assert not shaky.ok and "changes when the records are worded differently" in shaky.reason
+
+
+def test_a_teacher_that_says_nothing_stops_the_run_unless_forced(heart, tmp_path: Path) -> None:
+    few = heart.subset(np.arange(150))
+    constant = LLMAnnotator(_Constant(), progress=False)
+    with pytest.raises(ServalError, match=r"the LLM says little about this table: its P\(positive\) spans only "
+                                          r"0.000 .* Continue anyway with --force"):
+        SersalRun(few, constant, tmp_path / "stop", ServalConfig(**FAST), llm_spec="constant").run()
+    assert not (tmp_path / "stop" / "loop_0" / "small_probs.npy").exists()  # stopped before teaching
+    assert json.loads((tmp_path / "stop" / "loop_0" / "teacher.json").read_text())["ok"] is False
+    results = sersal(few, "simulated:auc=0.75", tmp_path / "simulated", ServalConfig(**FAST), progress=False)
+    assert results["loops"][0]["teacher"]["ok"] and results["loops"][0]["teacher"]["stability"] is None
+    run = SersalRun(few, constant, tmp_path / "forced", ServalConfig(**FAST), llm_spec="constant", force=True)
+    loops = run.run()
+    assert loops[0].teacher is not None and not loops[0].teacher.ok
+    from verticals.serval.evaluate import evaluate
+    from verticals.serval.report import write_report
+
+    results = evaluate(run, loops)
+    test = run.rows("test")
+    page = write_report(tmp_path / "forced", results, loops[0].annotations[test], few.labels[test]).read_text()
+    assert page.index("The LLM said little about this table") < page.index("<h2>")  # the report's first words

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Label-free medical prediction: an LLM's zero-shot guesses teach a small tabular model, "
@@ -54,6 +55,8 @@ def run(
     prompts: Annotated[Path | None, typer.Option(help="a prompt template TOML (default: the packaged one)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the split, the small model and the tuning")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    force: Annotated[bool, typer.Option(help="go on when the teacher check finds the LLM says little about the "
+                                             "table (the report says so on its first line)")] = False,
 ) -> None:
     """Run (or resume) SERSAL and print the table; results.json, samples.jsonl and report.html go to --out."""
     from verticals.serval.config import ServalConfig
@@ -67,8 +70,8 @@ def run(
 
     quiet_transformers()
     console = Console(stderr=True)
-    results = sersal(dataset, llm, out, config, metadata=metadata, prompts=prompts, device=device,
-                     say=lambda message: console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True))
+    results = sersal(dataset, llm, out, config, metadata=metadata, prompts=prompts, device=device, force=force,
+                     say=lambda message: console.print(Text(message, style="dim"), highlight=False, soft_wrap=True))
     table = Table("model", "AUC", "accuracy", title=f"SERSAL on {results['dataset']} (test rows)")
     for row in table_rows(results):
         table.add_row(*row)

@@ -53,7 +53,7 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
                          "small_model": scores(gold, r.small_probs[test]), "tuned_llm": scores(gold, tuned_r),
                          "quality": r.quality.to_dict(), "tune_examples": r.tune_examples,
                          "tuning_check": r.tuning.to_dict() if r.tuning else None, "notes": r.notes,
-                         "unreadable": r.unreadable})
+                         "unreadable": r.unreadable, "teacher": r.teacher.to_dict() if r.teacher else None})
     meta = run.data.meta
     results = {
         "dataset": meta.name, "title": meta.title, "question": meta.question, "llm": run.llm_spec,

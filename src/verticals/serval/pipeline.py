@@ -18,7 +18,7 @@ from verticals.serval.run import Say, SersalRun
 
 def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalConfig | None = None, *,
            metadata: str | Path | None = None, prompts: str | Path | None = None, device: str = "auto",
-           progress: bool = True, say: Say | None = None) -> dict[str, Any]:
+           progress: bool = True, say: Say | None = None, force: bool = False) -> dict[str, Any]:
     """Run (or resume) SERSAL on a table and write `results.json`, `samples.jsonl` and `report.html`.
 
     Args:
@@ -26,6 +26,7 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
         llm: `bundled`, a model folder, an OpenAI-compatible URL, or `simulated:auc=0.75` (a study tool).
         out: the run folder; rerunning the same call there resumes it.
         config (`ServalConfig`, *optional*): loops, annotation method, small model, reverse tuning.
+        force: go on when the label-free teacher check finds that the LLM says little about the table.
 
     Returns:
         The results (as in `results.json`).
@@ -48,7 +49,8 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
                                progress=progress, device=device, cache=cache)
     if hasattr(annotator, "template"):
         annotator.template = template
-    run = SersalRun(table, annotator, out, config, llm_spec=llm, template=template, progress=progress, say=say)
+    run = SersalRun(table, annotator, out, config, llm_spec=llm, template=template, progress=progress, say=say,
+                    force=force)
     loops = run.run()
     results = evaluate(run, loops)
     test = run.rows("test")

@@ -42,14 +42,19 @@ def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | 
         f"<td>{r['tune_examples']}</td><td>{_tuning(r.get('tuning_check'))}</td>"
         f"<td>{r.get('unreadable', 0)}</td></tr>" for r in results["loops"])
     notes = "".join(f"<li>{html.escape(n)}</li>" for r in results["loops"] for n in r["notes"])
+    teacher = results["loops"][0].get("teacher") if results["loops"] else None
+    warning = (f'<p class="warning"><b>The LLM said little about this table</b>: {html.escape(teacher["reason"])}. '
+               "The run went on because it was asked to (--force); a small model taught by this LLM can only copy "
+               "it.</p>") if teacher and not teacher["ok"] else ""
     images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in plots)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SERSAL: {html.escape(results['dataset'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}
 th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin:.5em;width:46%}}
-.muted{{color:#666}}</style></head><body>
+.muted{{color:#666}}.warning{{border-left:6px solid #8b0000;background:#fdecea;padding:.5em 1em}}</style></head><body>
 <h1>SERSAL on {html.escape(results['title'])}</h1>
+{warning}
 <p>{html.escape(results['question'])}<br><span class="muted">annotator: {html.escape(results['annotator'])};
 {results['rows']} rows ({results['split']['train']} train, {results['split']['check']} check,
 {results['split']['test']} test); gold labels are read by this evaluation only.</span></p>

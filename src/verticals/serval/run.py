@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,15 @@ from verticals.serval.annotate import LLMAnnotator, SimulatedAnnotator
 from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import TabularData
 from verticals.serval.prompts import PromptTemplate
-from verticals.serval.quality import Quality, TuningCheck, judge, judge_tuning
+from verticals.serval.quality import (
+    STABILITY_ROWS,
+    Quality,
+    TeacherCheck,
+    TuningCheck,
+    check_teacher,
+    judge,
+    judge_tuning,
+)
 from verticals.serval.reverse import confident_rows, examples, hosted_instructions, reverse_tune, write_jsonl
 
 Say = Callable[[str], None]
@@ -55,6 +63,7 @@ class LoopRecord:
     tuning: TuningCheck | None = None
     notes: list[str] = field(default_factory=list)
     unreadable: int = 0
+    teacher: TeacherCheck | None = None  # loop 0: does the zero-shot LLM say anything about this table?
 
 
 class SersalRun:
@@ -66,12 +75,14 @@ class SersalRun:
         folder (`Path`): the run folder (created; a folder of another run is an error).
         config (`ServalConfig`): the settings.
         llm_spec (`str`): how the annotator was named (recorded in `run.json`).
+        force (`bool`): go on when the teacher check finds the LLM says little about the table.
     """
 
     def __init__(self, data: TabularData, annotator: LLMAnnotator | SimulatedAnnotator, folder: Path,
                  config: ServalConfig, *, llm_spec: str, template: PromptTemplate | None = None,
-                 progress: bool = True, say: Say | None = None) -> None:
+                 progress: bool = True, say: Say | None = None, force: bool = False) -> None:
         self.data, self.annotator, self.folder, self.config = data, annotator, Path(folder), config
+        self.force = force
         self.template = template or PromptTemplate.load()
         self.progress = progress
         self.say = say or (lambda message: None)
@@ -114,6 +125,13 @@ class SersalRun:
                               f"no readable answer from the LLM (annotation {self.config.annotation}), more than "
                               f"--max-unreadable {self.config.max_unreadable:g}: try --annotation logprobs, or a model "
                               "that answers in the asked format")
+        teacher = None
+        if k == 0:
+            teacher = TeacherCheck(**self._stage_json(where / "teacher.json", lambda: self._check_teacher(labels)))
+            self.say(f"loop 0: teacher check {'passed' if teacher.ok else 'FAILED'}: {teacher.reason}")
+            if not teacher.ok and not self.force:
+                raise ServalError(f"the LLM says little about this table: {teacher.reason}. A small model taught by "
+                                  "it can only copy that. Continue anyway with --force (the report will say so)")
         self.say(f"loop {k}: teaching the small model ({self.config.small_model}, {self.config.noisy})")
         probs, clean = self._teach(where, labels)
         quality = Quality(**self._stage_json(where / "quality.json", lambda: judge(
@@ -122,12 +140,23 @@ class SersalRun:
             previous_probs=previous.small_probs if previous else None, min_agreement=self.config.min_agreement,
             last_loop=last).to_dict()))
         self.say(f"loop {k}: gate {'passed' if quality.passed else 'failed'}: {quality.reason}")
-        record = LoopRecord(k, labels, probs, quality, unreadable=unreadable)
+        record = LoopRecord(k, labels, probs, quality, unreadable=unreadable, teacher=teacher)
         if unreadable:
             record.notes.append(f"{unreadable} rows got no readable answer from the LLM and were given 0.5")
         if quality.passed:
             self._reverse(where, record, llm)
         return record
+
+    def _check_teacher(self, labels: np.ndarray) -> dict[str, Any]:
+        """The label-free teacher check: spread of its answers, and their ranking in another wording."""
+        again, asked = None, np.array([], dtype=int)
+        if isinstance(self.annotator, LLMAnnotator):
+            asked = self.rows("check")[:STABILITY_ROWS]
+            other = "plain" if self.annotator.style == "described" else "described"
+            self.say(f"loop 0: asking {len(asked)} check rows again in {other} records (the teacher check)")
+            reworded = replace(self.annotator, style=other, progress=False)
+            again = reworded.annotate(self.data.subset(asked))
+        return check_teacher(labels, again, asked).to_dict()
 
     def _annotate(self, llm: Any, where: Path) -> np.ndarray:
         """The LLM's soft labels; how many rows got no readable answer goes to `annotation.json` first."""
