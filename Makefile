@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 		rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
-# The whole SERSAL loop on UCI heart disease with the bundled 135M model (9 min 41 s on 2
+# The whole SERSAL loop on UCI heart disease with the bundled 135M model (8 min 36 s on 2
 # CPU cores): annotate 500 rows, teach the FT-Transformer, gate, reverse-tune with LoRA, check the
 # tuned LLM, evaluate. DropBP is off here: on this 135M model its gradient is too biased for
 # reverse tuning to learn (docs/dropbp.md). Rerunning resumes; `make clean-runs` starts over.
