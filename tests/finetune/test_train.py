@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,18 +121,8 @@ def test_resume_continues_without_repeating_steps(tiny_model_dir: Path, data_fil
     straight = tmp_path / "straight"
     finetune(fresh(tiny_model_dir), data_file, straight, config, progress=False)
     interrupted = tmp_path / "interrupted"
-    real_step, calls = _Loop._step, []
-
-    def step_then_stop(self, batches):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 6:  # killed during step 6: steps 1-4 are checkpointed, step 5 is lost
-            raise KeyboardInterrupt
-        return real_step(self, batches)
-
-    monkeypatch.setattr(_Loop, "_step", step_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with _killed_at_step(monkeypatch, 6), pytest.raises(KeyboardInterrupt):  # steps 1-4 checkpointed, 5 lost
         finetune(fresh(tiny_model_dir), data_file, interrupted, config, progress=False)
-    monkeypatch.setattr(_Loop, "_step", real_step)
     with pytest.raises(FinetuneError, match="--resume"):
         finetune(fresh(tiny_model_dir), data_file, interrupted, config, progress=False)
     finetune(fresh(tiny_model_dir), data_file, interrupted, config, resume=True, progress=False)
@@ -140,6 +132,24 @@ def test_resume_continues_without_repeating_steps(tiny_model_dir: Path, data_fil
     assert [e["loss"] for e in b] == pytest.approx([e["loss"] for e in a], rel=1e-4)
     assert torch.equal(_adapter(straight)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
                        _adapter(interrupted)["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"])
+
+
+@contextlib.contextmanager
+def _killed_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
+    """Training interrupted (as by Ctrl-C) when optimizer step `step` starts; restored afterwards."""
+    real_step, calls = _Loop._step, []
+
+    def step_then_stop(self, batches):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_step(self, batches)
+
+    monkeypatch.setattr(_Loop, "_step", step_then_stop)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(_Loop, "_step", real_step)
 
 
 def _adapter(folder: Path) -> dict[str, torch.Tensor]:
@@ -189,18 +199,8 @@ def test_resume_refuses_other_settings_data_or_weights(tiny_model_dir: Path, dat
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     config = FinetuneConfig(steps=4, batch_size=2, lr=1e-2, warmup_steps=0, save_every=2)
     out = tmp_path / "run"
-    real_step, calls = _Loop._step, []
-
-    def step_then_stop(self, batches):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, batches)
-
-    monkeypatch.setattr(_Loop, "_step", step_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with _killed_at_step(monkeypatch, 3), pytest.raises(KeyboardInterrupt):
         finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
-    monkeypatch.setattr(_Loop, "_step", real_step)
     saved = (out / "finetune_config.json").read_text()
     for changed, names in (({"lr": 5e-3}, "lr"), ({"batch_size": 4, "seed": 1}, "batch_size, seed"),
                            ({"drop_rate": 0.5}, "drop_rate")):
