@@ -168,6 +168,12 @@ def test_bad_data_fails_clearly(tmp_path: Path) -> None:
         read_jsonl(bad)
     with pytest.raises(FinetuneError, match="not found"):
         read_jsonl(tmp_path / "missing.jsonl")
+    bad.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(FinetuneError, match=r"bad.jsonl:2 is not UTF-8 text \(byte 0xe9\); save the file as UTF-8"):
+        read_jsonl(bad)
+    bad.write_text('{"messages": [{"role": "doctor", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n')
+    with pytest.raises(FinetuneError, match="bad.jsonl:1 has a message of role 'doctor'; roles are assistant, system"):
+        read_jsonl(bad)
     with pytest.raises(FinetuneError, match="method"):
         FinetuneConfig(method="qlora")
 
@@ -217,3 +223,12 @@ def test_resume_refuses_other_settings_data_or_weights(tiny_model_dir: Path, dat
     monkeypatch.undo()
     saving = FinetuneConfig(**{**config.to_dict(), "save_every": 1})  # how often it saves changes nothing learnt
     assert finetune(fresh(tiny_model_dir), data_file, out, saving, resume=True, progress=False).steps == 4
+
+
+def test_finetune_refuses_an_out_that_is_a_file_before_loading_a_model(data_file: Path, tmp_path: Path) -> None:
+    from tests.test_cli import run_cli
+
+    (tmp_path / "a-file").write_text("")
+    result = run_cli("finetune", "run", str(data_file), "--out", str(tmp_path / "a-file"), tmp_path=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: --out ")
+    assert "a-file is a file; give a folder for the run" in " ".join(result.stderr.split())

@@ -279,3 +279,27 @@ def test_not_recorded_for_missing_values() -> None:
     assert feature.text(None) == "not recorded"
     assert feature.text(np.float64(math.nan)) == "not recorded"
     assert feature.text(148.0) == "148 mg/dl"
+
+
+def test_files_a_stranger_gives_end_in_one_line_naming_the_problem(tmp_path: Path) -> None:
+    rows = [f"{30 + i},{i % 2},{int(i % 3 == 0)}" for i in range(30)]
+    rows[6] = "inf,1,0"
+    with pytest.raises(ServalError, match=r"column 'age' holds 'inf' \(data row 7, 1 such values\); a number must be "
+                                          r"finite"):
+        load_dataset(_user(tmp_path, rows))
+    with pytest.raises(ServalError, match=r"toy.csv holds no rows \(only a header\?\)"):
+        load_dataset(_user(tmp_path, rows=[]))
+    csv = _user(tmp_path)
+    csv.write_bytes(csv.read_bytes() + b"\xe9t\xe9,1,0\n")  # Latin-1, as a spreadsheet may save it
+    with pytest.raises(ServalError, match=r"toy.csv is not UTF-8 text \(byte 0xe9 at position \d+\): save it as UTF-8"):
+        load_dataset(csv)
+
+
+def test_settings_and_the_run_folder_are_checked_before_any_work(tmp_path: Path) -> None:
+    from verticals.serval import ServalConfig, sersal
+
+    with pytest.raises(ServalError, match="--drop-rate: `drop_rate` should be in \\[0, cap=0.9\\], got 0.95"):
+        ServalConfig(drop_rate=0.95)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ServalError, match="--out .*a-file is a file; give a folder for the run"):
+        sersal(load_dataset(_user(tmp_path)), "simulated:auc=0.7", tmp_path / "a-file")

@@ -46,6 +46,10 @@ def run(
                             drop_schedule=drop_schedule, drop_warmup_steps=drop_warmup_steps,
                             save_every=save_every, seed=seed)
     records = read_jsonl(data)  # bad data fails before the model loads
+    if out.exists() and not out.is_dir():
+        from verticals.finetune.config import FinetuneError
+
+        raise FinetuneError(f"--out {out} is a file; give a folder for the run")
     if model.startswith(("http://", "https://")):
         from verticals.finetune.config import FinetuneError
 

@@ -30,23 +30,35 @@ class Example:
         return any(label != IGNORE for label in self.labels)
 
 
+#: the chat roles a chat template knows
+ROLES = {"system", "user", "assistant"}
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSONL file, each checked to be a chat example or a text example."""
     path = Path(path)
     if not path.is_file():
         raise FinetuneError(f"training data not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FinetuneError(f"{path}:{number} is not JSON: {err.msg}") from err
-            if not isinstance(record, dict) or not (_is_chat(record) or isinstance(record.get("text"), str)):
-                raise FinetuneError(f"{path}:{number} needs a 'messages' list with an assistant turn, or a 'text'")
-            records.append(record)
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise FinetuneError(f"{path}:{number} is not UTF-8 text (byte {raw[err.start]:#04x}); save the file as "
+                                "UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FinetuneError(f"{path}:{number} is not JSON: {err.msg}") from err
+        if not isinstance(record, dict) or not (_is_chat(record) or isinstance(record.get("text"), str)):
+            raise FinetuneError(f"{path}:{number} needs a 'messages' list with an assistant turn, or a 'text'")
+        roles = {m["role"] for m in record.get("messages", [])} - ROLES
+        if roles:
+            raise FinetuneError(f"{path}:{number} has a message of role {sorted(roles)[0]!r}; roles are "
+                                f"{', '.join(sorted(ROLES))}")
+        records.append(record)
     if not records:
         raise FinetuneError(f"{path} holds no examples")
     return records

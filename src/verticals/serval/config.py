@@ -80,6 +80,13 @@ class ServalConfig:
         for ok, message in checks:
             if not ok:
                 raise ServalError(message)
+        if self.drop_rate:  # DropBP's own limits now, not after an hour of annotation
+            from verticals.dropbp import DropBPConfig, DropBPError
+
+            try:
+                DropBPConfig(drop_rate=self.drop_rate)
+            except DropBPError as err:
+                raise ServalError(f"--drop-rate: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -174,9 +174,14 @@ def read_table(csv: Path, meta: Metadata) -> TabularData:
         raise ServalError(f"data file not found: {csv}")
     try:
         frame = pd.read_csv(csv, **meta.read)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+    except UnicodeDecodeError as err:
+        raise ServalError(f"{csv} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}): "
+                          "save it as UTF-8 CSV") from None
+    except (pd.errors.ParserError, ValueError) as err:
         raise ServalError(f"cannot read {csv} as CSV: {err}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise ServalError(f"{csv} holds no rows (only a header?)")
     _check_columns(frame, meta, csv)
     if meta.target in frame.columns:
         frame = _binary_rows(frame, meta)
@@ -251,6 +256,12 @@ def _numbers(values: pd.Series, feature: Feature, csv: Path) -> pd.Series:
         example = values[bad].iloc[0]
         raise ServalError(f"{csv}: column {feature.column!r} is numeric but holds {example!r} "
                           f"({int(bad.sum())} such values); mark it kind = \"categorical\" or fix the file")
+    infinite = np.isinf(numbers.to_numpy(dtype=float, na_value=np.nan))
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise ServalError(f"{csv}: column {feature.column!r} holds {str(values.iloc[row])!r} (data row "
+                          f"{int(values.index[row]) + 1}, {int(infinite.sum())} such values); a number must be finite: "
+                          "fix the file, or leave the value empty and set missing in the metadata")
     return numbers
 
 

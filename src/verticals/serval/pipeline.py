@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from verticals.serval.annotate import make_annotator
-from verticals.serval.config import ServalConfig
+from verticals.serval.config import ServalConfig, ServalError
 from verticals.serval.datasets import TabularData, load_dataset
 from verticals.serval.evaluate import evaluate
 from verticals.serval.prompts import PromptTemplate
@@ -35,6 +35,8 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
         ServalError: bad data, settings or run folder. `LLMError` / `FinetuneError` come from the model.
     """
     config = config or ServalConfig()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ServalError(f"--out {out} is a file; give a folder for the run")
     table = data if isinstance(data, TabularData) else load_dataset(data, metadata)
     table = subsample(table, config.max_rows, config.seed)
     template = PromptTemplate.load(prompts)
