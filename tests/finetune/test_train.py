@@ -232,3 +232,20 @@ def test_finetune_refuses_an_out_that_is_a_file_before_loading_a_model(data_file
     result = run_cli("finetune", "run", str(data_file), "--out", str(tmp_path / "a-file"), tmp_path=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: --out ")
     assert "a-file is a file; give a folder for the run" in " ".join(result.stderr.split())
+
+
+def test_a_finished_run_resumed_reports_its_last_loss_and_a_cut_log_line_is_dropped(
+        tiny_model_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = FinetuneConfig(steps=4, batch_size=2, lr=1e-2, warmup_steps=0, save_every=2)
+    out = tmp_path / "run"
+    done = finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+    again = finetune(fresh(tiny_model_dir), data_file, out, config, resume=True, progress=False)
+    assert again.final_loss == pytest.approx(done.final_loss) and again.final_loss == again.final_loss  # not NaN
+    killed = tmp_path / "killed"
+    with _killed_at_step(monkeypatch, 4), pytest.raises(KeyboardInterrupt):  # steps 1-2 checkpointed
+        finetune(fresh(tiny_model_dir), data_file, killed, config, progress=False)
+    log = killed / "train_log.jsonl"
+    log.write_text(log.read_text() + '{"step": 3, "lo')  # the kill cut the last line short
+    finetune(fresh(tiny_model_dir), data_file, killed, config, resume=True, progress=False)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from verticals.serval.config import ServalError
-from verticals.serval.datasets import Metadata, TabularData, _key, list_datasets, load_dataset
+from verticals.serval.datasets import Metadata, TabularData, _key, list_datasets, load_dataset, read_table
 
 # rows, positives after reading (thyroid keeps only hypothyroid and no-condition rows)
 EXPECTED = {
@@ -303,3 +303,15 @@ def test_settings_and_the_run_folder_are_checked_before_any_work(tmp_path: Path)
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ServalError, match="--out .*a-file is a file; give a folder for the run"):
         sersal(load_dataset(_user(tmp_path)), "simulated:auc=0.7", tmp_path / "a-file")
+
+
+def test_a_misspelt_target_a_folder_and_an_empty_column_are_named(tmp_path: Path) -> None:
+    csv = _user(tmp_path, header="age,smoker,outcom")
+    with pytest.raises(ServalError, match=r"the target column 'outcome' is not in the file, and 'outcom' has no "
+                                          r"description: if that is the target, fix `column` under \[target\]"):
+        load_dataset(csv)
+    with pytest.raises(ServalError, match="is a folder; give the CSV file"):
+        read_table(tmp_path, Metadata.from_file(tmp_path / "toy.toml"))
+    rows = [f",{i % 2},{int(i % 3 == 0)}" for i in range(30)]
+    with pytest.raises(ServalError, match="column 'age' has no values at all; list it in `drop`"):
+        load_dataset(_user(tmp_path, rows, extra='missing = "impute"'))

@@ -473,3 +473,12 @@ def test_a_teacher_that_says_nothing_stops_the_run_unless_forced(heart, tmp_path
     test = run.rows("test")
     page = write_report(tmp_path / "forced", results, loops[0].annotations[test], few.labels[test]).read_text()
     assert page.index("The LLM said little about this table") < page.index("<h2>")  # the report's first words
+
+
+def test_hosted_tuning_instructions_name_the_served_model() -> None:
+    from verticals.serval.run import _served_name
+
+    class Served:
+        model = "gpt-4o-mini-2024-07-18"
+
+    assert _served_name(Served()) == "gpt-4o-mini-2024-07-18" and _served_name(object()) == "<model>"

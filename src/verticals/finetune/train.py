@@ -235,6 +235,8 @@ class _Loop:
                 bar(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
                 if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
                     self._save(step + 1)
+        if start >= config.steps:  # a finished run, resumed: nothing to train
+            loss = log.last_loss
         rates = None if self.controller is None else self.controller.rates.tolist()
         return FinetuneResult(self.out, config.steps, loss, time.perf_counter() - begun, rates)
 
@@ -284,10 +286,19 @@ class _Log:
 
     def __init__(self, path: Path, start: int, active: bool) -> None:
         self.path, self.active, self.elapsed = path, active, 0.0
-        if active and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-            path.write_text("".join(line + "\n" for line in kept))
-            self.elapsed = json.loads(kept[-1])["elapsed"] if kept else 0.0
+        self.rows: list[dict[str, Any]] = []
+        if path.is_file():
+            # a line cut by a kill (the last one) is dropped with the steps past the checkpoint
+            self.rows = [row for row in map(_json_or_none, path.read_text().splitlines())
+                         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start]
+            if active:
+                path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
+            self.elapsed = float(self.rows[-1]["elapsed"]) if self.rows else 0.0
+
+    @property
+    def last_loss(self) -> float:
+        """The loss of the last step logged (a finished run resumed trains nothing: its loss is this)."""
+        return float(self.rows[-1]["loss"]) if self.rows else math.nan
 
     def write(self, step: int, loss: float, tokens: int, seconds: float, calibration: float = 0.0) -> None:
         """`elapsed` counts a sensitivity calibration before this step too: it is wall-clock DropBP spends."""
@@ -296,6 +307,13 @@ class _Log:
             row = {"step": step, "loss": loss, "tokens": tokens, "seconds": seconds, "elapsed": self.elapsed}
             with self.path.open("a") as handle:
                 handle.write(json.dumps(row | ({"calibration": calibration} if calibration else {})) + "\n")
+
+
+def _json_or_none(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _export(network: nn.Module, tokenizer: Any, out: Path) -> None:

@@ -170,6 +170,8 @@ def load_dataset(name_or_csv: str | Path, metadata: str | Path | None = None) ->
 
 def read_table(csv: Path, meta: Metadata) -> TabularData:
     """Read `csv` as `meta` describes it; see `load_dataset` for the errors."""
+    if csv.is_dir():
+        raise ServalError(f"{csv} is a folder; give the CSV file")
     if not csv.is_file():
         raise ServalError(f"data file not found: {csv}")
     try:
@@ -211,6 +213,10 @@ def _bundled_csv(meta: Metadata) -> Path:
 def _check_columns(frame: pd.DataFrame, meta: Metadata, csv: Path) -> None:
     described = {f.column for f in meta.features}
     unknown = [c for c in frame.columns if c not in described and c != meta.target and c not in meta.drop]
+    if unknown and meta.target not in frame.columns:  # most likely a misspelt target
+        raise ServalError(f"{csv}: the target column {meta.target!r} is not in the file, and "
+                          f"{', '.join(map(repr, unknown))} has no description: if that is the target, fix "
+                          f"`column` under [target] in {meta.file}; else describe it or list it in `drop`")
     if unknown:
         raise ServalError(f"{csv}: columns without a description: {', '.join(map(repr, unknown))}; add a "
                           f"[features.\"...\"] entry for each or list them in `drop` of {meta.file}")
@@ -237,6 +243,9 @@ def _binary_rows(frame: pd.DataFrame, meta: Metadata) -> pd.DataFrame:
 
 
 def _missing(frame: pd.DataFrame, used: list[str], meta: Metadata) -> pd.DataFrame:
+    empty = [c for c in used if c != meta.target and frame[c].isna().all()]
+    if empty:  # imputing it would invent every value
+        raise ServalError(f"column {empty[0]!r} has no values at all; list it in `drop` of {meta.file}")
     gaps = frame[used].isna().sum()
     gaps = gaps[gaps > 0]
     if gaps.empty or meta.missing == "impute" and meta.target not in gaps:

@@ -210,7 +210,7 @@ class SersalRun:
 
         model = llm.model
         if not isinstance(model, LocalModel):
-            record.notes.append(hosted_instructions(where / "tune.jsonl", getattr(model, "model_name", "<model>")))
+            record.notes.append(hosted_instructions(where / "tune.jsonl", _served_name(model)))
             self.say(record.notes[-1])
             return
         tuned = where / "tuned"
@@ -338,6 +338,12 @@ class SersalRun:
         value = np.asarray(compute(), dtype=np.float64)
         write_array(file, value)
         return value
+
+
+def _served_name(model: Any) -> str:
+    """The name a server knows the model by (`OpenAIModel.model`), for the hosted-tuning instructions."""
+    name = getattr(model, "model", None)
+    return name if isinstance(name, str) and name else "<model>"
 
 
 def soft_targets(labels: np.ndarray, kind: str = "rank") -> np.ndarray:
