@@ -249,3 +249,25 @@ def test_a_finished_run_resumed_reports_its_last_loss_and_a_cut_log_line_is_drop
     finetune(fresh(tiny_model_dir), data_file, killed, config, resume=True, progress=False)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
 
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumes_exactly(
+        tiny_model_dir: Path, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = FinetuneConfig(steps=5, batch_size=2, lr=1e-2, warmup_steps=0, save_every=1)
+    straight = finetune(fresh(tiny_model_dir), data_file, tmp_path / "straight", config, progress=False)
+    out = tmp_path / "killed"
+    with _killed_at_step(monkeypatch, 4), pytest.raises(KeyboardInterrupt):  # checkpoints of steps 2 and 3 kept
+        finetune(fresh(tiny_model_dir), data_file, out, config, progress=False)
+    newest = out / "checkpoints" / "step-000003" / "trainable.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # cut short, as a full disk or a kill mid-copy leaves it
+    (out / "checkpoints" / ".saving-abc123").mkdir()  # a save killed with -9
+    with pytest.warns(UserWarning, match="step-000003 cannot be read .* kept as damaged-step-000003"):
+        resumed = finetune(fresh(tiny_model_dir), data_file, out, config, resume=True, progress=False)
+    assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-4)  # from step 2, exactly
+    assert (out / "checkpoints" / "damaged-step-000003" / "trainable.safetensors").is_file()  # kept, not deleted
+    assert not list((out / "checkpoints").glob(".saving-*"))
+    for step in ("step-000004", "step-000005"):
+        (out / "checkpoints" / step / "trainable.safetensors").write_bytes(b"")
+    (out / "checkpoints" / "step-000003").mkdir()  # an empty, incomplete folder is no checkpoint
+    with pytest.warns(UserWarning), pytest.raises(FinetuneError, match="no checkpoint under .* can be read"):
+        finetune(fresh(tiny_model_dir), data_file, out, config, resume=True, progress=False)

@@ -27,6 +27,8 @@ def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer: torch.
                     scheduler: Any, state: dict[str, Any]) -> Path:
     """Write `folder/step-NNNNNN` atomically; keep only the newest checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".saving-*"):  # left by a save that was killed (kill -9 runs no `finally`)
+        shutil.rmtree(stale, ignore_errors=True)
     target = folder / f"step-{step:06d}"
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     try:
@@ -49,8 +51,42 @@ def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer: torch.
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint under `folder`, if any."""
-    done = [p for p in sorted(folder.glob("step-*")) if (p / STATE_NAME).is_file()]
-    return done[-1] if done else None
+    done = checkpoints(folder)
+    return done[0] if done else None
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints under `folder`, newest first."""
+    return [p for p in sorted(folder.glob("step-*"), reverse=True) if (p / STATE_NAME).is_file()]
+
+
+def restore(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore the newest checkpoint that can be read. A damaged one (a file cut short, say) is renamed
+    `damaged-step-N` (kept for a look, never used or deleted) and the one before is tried, with a warning.
+
+    Raises:
+        FinetuneError: no checkpoint can be read, or one holds other trainable weights than this run.
+    """
+    import warnings
+
+    errors = []
+    for path in checkpoints(folder):
+        try:
+            return load_checkpoint(path, model, optimizer, scheduler)
+        except _Damaged as err:
+            errors.append(f"{path.name}: {err}")
+            kept = path.with_name(f"damaged-{path.name}")
+            while kept.exists():
+                kept = kept.with_name(kept.name + "+")
+            path.rename(kept)
+            warnings.warn(f"checkpoint {path} cannot be read ({err}); it is kept as {kept.name} and the "
+                          "checkpoint before it is used", stacklevel=2)
+    raise FinetuneError(f"no checkpoint under {folder} can be read ({'; '.join(errors)}); start again with a new "
+                        "output folder")
+
+
+class _Damaged(FinetuneError):
+    """A checkpoint whose files cannot be read."""
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
@@ -66,10 +102,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                                                        json.loads((path / "optimizer.json").read_text())))
         scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
         return dict(json.loads((path / STATE_NAME).read_text()))
-    except (OSError, ValueError, KeyError) as err:
-        if isinstance(err, FinetuneError):
-            raise
-        raise FinetuneError(f"cannot resume from {path}: {err}") from err
+    except FinetuneError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors, json and torch each fail their own way on a cut file
+        raise _Damaged(f"{type(err).__name__}: {str(err)[:120]}") from err
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

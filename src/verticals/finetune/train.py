@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from verticals import dropbp
-from verticals.finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verticals.finetune.checkpoint import latest_checkpoint, restore, save_checkpoint
 from verticals.finetune.config import CONFIG_NAME, FinetuneConfig, FinetuneError
 from verticals.finetune.data import Example, collate, read_jsonl, tokenize
 from verticals.finetune.loss import lm_loss
@@ -80,7 +80,7 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     start = 0
     if found is not None:
-        state = load_checkpoint(found, network, optimizer, scheduler)
+        state = restore(checkpoints, network, optimizer, scheduler)
         start = int(state["step"])
         if controller is not None and state.get("dropbp"):
             controller.load_state_dict(state["dropbp"])
