@@ -315,3 +315,13 @@ def test_a_misspelt_target_a_folder_and_an_empty_column_are_named(tmp_path: Path
     rows = [f",{i % 2},{int(i % 3 == 0)}" for i in range(30)]
     with pytest.raises(ServalError, match="column 'age' has no values at all; list it in `drop`"):
         load_dataset(_user(tmp_path, rows, extra='missing = "impute"'))
+
+
+def test_a_plain_record_keeps_codes_whole_when_a_gap_makes_the_row_float(tmp_path: Path) -> None:
+    from verticals.serval.prompts import PromptTemplate, record
+
+    rows = [f"{30 + i},{i % 2},{int(i % 3 == 0)}" for i in range(29)] + [",1,1"]
+    data = load_dataset(_user(tmp_path, rows, extra='missing = "impute"'))
+    template = PromptTemplate.load()
+    assert record(data.frame.iloc[29], data.meta, template, "plain") == "age: NA\nsmoker: 1"  # was "smoker: 1.0"
+    assert record(data.frame.iloc[29], data.meta, template).startswith("- age: not recorded")

@@ -58,6 +58,8 @@ def record(row: Any, meta: Metadata, template: PromptTemplate, style: str = "des
         value = row[feature.column]
         if style == "plain":
             missing = value is None or isinstance(value, float) and math.isnan(value)
+            if isinstance(value, float) and not missing and value.is_integer():
+                value = int(value)  # a row read as floats (a gap elsewhere in it) keeps its codes whole: 1, not 1.0
             lines.append(template.plain_line.format(column=feature.column, value="NA" if missing else value))
             continue
         line = template.described_line.format(name=feature.name, value=feature.text(value), unit=feature.unit,
