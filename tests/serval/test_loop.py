@@ -482,3 +482,29 @@ def test_hosted_tuning_instructions_name_the_served_model() -> None:
         model = "gpt-4o-mini-2024-07-18"
 
     assert _served_name(Served()) == "gpt-4o-mini-2024-07-18" and _served_name(object()) == "<model>"
+
+
+def test_scores_carry_bootstrap_intervals_and_the_verdict_says_what_the_rows_can_tell() -> None:
+    from verticals.serval.evaluate import scores
+    from verticals.serval.report import verdict
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 2, 60)
+    weak, strong = gold * 0.1 + rng.uniform(0, 1, 60), gold * 0.9 + rng.uniform(0, 1, 60)
+    small, llm = scores(gold, strong), scores(gold, weak)
+    for s in (small, llm):
+        assert s["auc_ci"][0] < s["auc"] < s["auc_ci"][1] and s["accuracy_ci"][0] <= s["accuracy"] <= s["accuracy_ci"][1]
+    assert small["auc_ci"][1] - small["auc_ci"][0] > 0.05  # 60 rows leave a wide interval
+    results = {"table": {"llm_zero_shot": llm, "small_model": small}, "split": {"test": 60},
+               "loops": [{"teacher": {"ok": True}}]}
+    assert verdict(results).startswith(f"the small model beat its teacher (AUC {small['auc']:.3f} against")
+    close = scores(gold, weak + rng.normal(0, 0.05, 60))
+    results["table"] = {"llm_zero_shot": llm, "small_model": close}
+    said = verdict(results)
+    assert "cannot tell them apart" in said or "did not beat its teacher" in said
+    results["table"] = {"llm_zero_shot": small, "small_model": llm}
+    assert verdict(results).startswith("the small model did not beat its teacher")
+    results["loops"] = [{"teacher": {"ok": False}}]
+    assert verdict(results).startswith("The LLM says little about this table (the teacher check failed); the small")
+    results["table"] = {"llm_zero_shot": None, "small_model": None}
+    assert "no gold labels" in verdict(results)

@@ -66,16 +66,18 @@ def run(
                           drop_rate=drop_rate, max_unreadable=max_unreadable, seed=seed)
     from verticals.llm.cli import quiet_transformers
     from verticals.serval.pipeline import sersal
-    from verticals.serval.report import table_rows
+    from verticals.serval.report import table_rows, verdict
 
     quiet_transformers()
     console = Console(stderr=True)
     results = sersal(dataset, llm, out, config, metadata=metadata, prompts=prompts, device=device, force=force,
                      say=lambda message: console.print(Text(message, style="dim"), highlight=False, soft_wrap=True))
-    table = Table("model", "AUC", "accuracy", title=f"SERSAL on {results['dataset']} (test rows)")
+    table = Table("model", "AUC (95% interval)", "accuracy (95% interval)",
+                  title=f"SERSAL on {results['dataset']} ({results['split']['test']} test rows)")
     for row in table_rows(results):
         table.add_row(*row)
     Console().print(table)
+    Console().print(Text(verdict(results)[:1].upper() + verdict(results)[1:]), soft_wrap=True)
     recovery = results["oracle_recovery"]
     Console().print(f"oracle recovery {recovery:.3f}" if recovery is not None else "no gold labels: no scores",
                     f"\nreport: {out / 'report.html'}", highlight=False)

@@ -21,8 +21,41 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         score = results["table"].get(key)
         if key == "tuned_llm" and score and results.get("tuned_llm_kept") is False:
             label += " (set aside)"  # tuning moved it away from the small model: not used
-        rows.append((label, f"{score['auc']:.3f}" if score else "-", f"{score['accuracy']:.3f}" if score else "-"))
+        rows.append((label, _with_ci(score, "auc"), _with_ci(score, "accuracy")))
     return rows
+
+
+def _with_ci(score: dict[str, Any] | None, key: str) -> str:
+    if not score:
+        return "-"
+    ci = score.get(f"{key}_ci")
+    return f"{score[key]:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+
+def verdict(results: dict[str, Any]) -> str:
+    """The run in one plain sentence: did the small model beat its teacher, as far as the test rows can tell?"""
+    teacher = results["loops"][0].get("teacher") if results.get("loops") else None
+    table = results["table"]
+    llm, small = table.get("llm_zero_shot"), table.get("small_model")
+    said = ""
+    if teacher and not teacher["ok"]:
+        said = "The LLM says little about this table (the teacher check failed); "
+    if not llm or not small:
+        return said + "there are no gold labels, so nothing here says how good either model is."
+    n = results["split"]["test"]
+    if "auc_ci" in small and small["auc_ci"][0] > llm["auc"]:
+        return said + (f"the small model beat its teacher (AUC {small['auc']:.3f} against {llm['auc']:.3f}, beyond "
+                       f"its 95% interval on {n} test rows).")
+    if small["auc"] > llm["auc"]:
+        return said + (f"the small model scored above its teacher (AUC {small['auc']:.3f} against {llm['auc']:.3f}), "
+                       f"but {n} test rows cannot tell them apart (95% interval {small['auc_ci'][0]:.2f}-"
+                       f"{small['auc_ci'][1]:.2f}).") if "auc_ci" in small else said + "the small model scored higher."
+    return said + (f"the small model did not beat its teacher (AUC {small['auc']:.3f} against {llm['auc']:.3f} on "
+                   f"{n} test rows).")
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | None, gold: np.ndarray | None) -> Path:
@@ -46,6 +79,8 @@ def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | 
     warning = (f'<p class="warning"><b>The LLM said little about this table</b>: {html.escape(teacher["reason"])}. '
                "The run went on because it was asked to (--force); a small model taught by this LLM can only copy "
                "it.</p>") if teacher and not teacher["ok"] else ""
+    settings = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in sorted(results.get("config", {}).items()))
     images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in plots)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SERSAL: {html.escape(results['dataset'])}</title>
@@ -55,11 +90,15 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
 .muted{{color:#666}}.warning{{border-left:6px solid #8b0000;background:#fdecea;padding:.5em 1em}}</style></head><body>
 <h1>SERSAL on {html.escape(results['title'])}</h1>
 {warning}
-<p>{html.escape(results['question'])}<br><span class="muted">annotator: {html.escape(results['annotator'])};
+<p class="verdict"><b>In short:</b> {html.escape(_capital(verdict(results)))}</p>
+<p>{html.escape(results['question'])}<br><span class="muted">annotator: {html.escape(results.get('llm', ''))}
+({html.escape(results['annotator'])});
 {results['rows']} rows ({results['split']['train']} train, {results['split']['check']} check,
 {results['split']['test']} test); gold labels are read by this evaluation only.</span></p>
 <h2>Test rows</h2>
-<table><tr><th>model</th><th>AUC</th><th>accuracy</th></tr>{cells}</table>
+<table><tr><th>model</th><th>AUC (95% interval)</th><th>accuracy (95% interval)</th></tr>{cells}</table>
+<p class="muted">Intervals: 1,000 bootstrap resamples of the {results['split']['test']} test rows. Where two
+intervals overlap, these rows cannot tell the two models apart.</p>
 <p>Oracle recovery (small-model AUC / oracle AUC): <b>{_num(recovery)}</b></p>
 <h2>Loops</h2>
 <table><tr><th>loop</th><th>LLM AUC</th><th>small AUC</th><th>tuned LLM AUC</th><th>agreement</th>
@@ -68,6 +107,8 @@ th{{background:#f3f3f3}}img{{max-width:100%}}figure{{display:inline-block;margin
 </tr>{loops}</table>
 {f'<ul>{notes}</ul>' if notes else ''}
 <h2>Plots</h2>{images}
+<h2>Settings</h2>
+<table>{settings}</table>
 </body></html>
 """
     file = folder / "report.html"
