@@ -493,7 +493,8 @@ def test_scores_carry_bootstrap_intervals_and_the_verdict_says_what_the_rows_can
     weak, strong = gold * 0.1 + rng.uniform(0, 1, 60), gold * 0.9 + rng.uniform(0, 1, 60)
     small, llm = scores(gold, strong), scores(gold, weak)
     for s in (small, llm):
-        assert s["auc_ci"][0] < s["auc"] < s["auc_ci"][1] and s["accuracy_ci"][0] <= s["accuracy"] <= s["accuracy_ci"][1]
+        assert s["auc_ci"][0] < s["auc"] < s["auc_ci"][1]
+        assert s["accuracy_ci"][0] <= s["accuracy"] <= s["accuracy_ci"][1]
     assert small["auc_ci"][1] - small["auc_ci"][0] > 0.05  # 60 rows leave a wide interval
     results = {"table": {"llm_zero_shot": llm, "small_model": small}, "split": {"test": 60},
                "loops": [{"teacher": {"ok": True}}]}
