@@ -252,7 +252,9 @@ def test_sersal_simulated_small_model_beats_its_teacher(tmp_path: Path) -> None:
         assert (tmp_path / "run" / name).is_file(), name
     sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
     assert set(sample) == {"row", "split", "gold", "llm", "small_model", "tuned_llm", "oracle"}  # no patient data
-    assert "SERSAL on" in (tmp_path / "run" / "report.html").read_text()
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "SERSAL on" in page and page.count('src="data:image/png;base64,') == 3  # the page stands alone
+    assert 'src="auc.png"' not in page
 
 
 def test_a_killed_run_resumes_from_the_last_stage_with_the_same_result(tmp_path: Path, monkeypatch) -> None:

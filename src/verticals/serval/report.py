@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import numpy as np
 
 from verticals.files import write_text
 
+_ALT = {"auc": "AUC of each model on the test rows", "calibration": "calibration of the LLM's probabilities",
+        "loops": "AUC and agreement per loop"}
 LABELS = {"llm_zero_shot": "LLM zero-shot", "small_model": "small model (SERSAL)", "tuned_llm": "reverse-tuned LLM",
           "oracle": "oracle (gold labels)"}
 
@@ -81,7 +84,9 @@ def write_report(folder: Path, results: dict[str, Any], llm_probs: np.ndarray | 
                "it.</p>") if teacher and not teacher["ok"] else ""
     settings = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                        for k, v in sorted(results.get("config", {}).items()))
-    images = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in plots)
+    # embedded, so the one HTML file stands alone when mailed or moved (the PNGs stay beside it too)
+    images = "".join(f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+                     f'alt="{_ALT.get(p.stem, p.stem)}"></figure>' for p in plots)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SERSAL: {html.escape(results['dataset'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}
