@@ -42,9 +42,9 @@ def _network(task: str, adapter: Path | None, seed: int):  # type: ignore[no-unt
     import torch
 
     from verticals import dropbp
+    from verticals.finetune import trainable
     from verticals.finetune.config import FinetuneConfig
     from verticals.finetune.data import collate, tokenize
-    from verticals.finetune.train import _trainable
     from verticals.llm.cli import quiet_transformers
     from verticals.llm.local import LocalModel
 
@@ -55,7 +55,7 @@ def _network(task: str, adapter: Path | None, seed: int):  # type: ignore[no-unt
         saved = json.loads((adapter / "adapter_config.json").read_text())
         lora = {"lora_r": saved["r"], "lora_alpha": saved["lora_alpha"],
                 "lora_targets": tuple(sorted(saved["target_modules"]))}
-    network = _trainable(local.model, FinetuneConfig(lora_dropout=0.0, seed=seed, **lora))
+    network = trainable(local.model, FinetuneConfig(lora_dropout=0.0, seed=seed, **lora))
     if adapter is not None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file

@@ -43,17 +43,17 @@ def measure_row(method: str, rate: float, steps: int, head: str) -> dict:
     import torch
 
     from verticals import dropbp
+    from verticals.finetune import trainable
     from verticals.finetune.config import FinetuneConfig
     from verticals.finetune.data import IGNORE
     from verticals.finetune.loss import lm_loss
-    from verticals.finetune.train import _trainable
     from verticals.llm.cli import quiet_transformers
     from verticals.llm.local import LocalModel
 
     quiet_transformers()
     torch.manual_seed(0)
     local = LocalModel.bundled()
-    network = _trainable(local.model, FinetuneConfig(method=method))
+    network = trainable(local.model, FinetuneConfig(method=method))
     controller = dropbp.apply(network, drop_rate=rate, seq_len=256) if rate > 0 else None
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-5)
     generator = torch.Generator().manual_seed(0)

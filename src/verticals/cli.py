@@ -9,18 +9,18 @@ from rich.console import Console
 from rich.text import Text
 
 from verticals import __version__
-from verticals.dropbp.config import DropBPError
+from verticals.dropbp import DropBPError
 from verticals.encoders import EncoderError
+from verticals.finetune import FinetuneError
 from verticals.finetune.cli import app as finetune_app
-from verticals.finetune.config import FinetuneError
+from verticals.goat import GoatError
 from verticals.goat.cli import app as goat_app
-from verticals.goat.config import GoatError
+from verticals.llm import LLMError
 from verticals.llm.cli import app as llm_app
-from verticals.llm.errors import LLMError
+from verticals.patient import PatientError
 from verticals.patient.cli import app as patient_app
-from verticals.patient.config import PatientError
+from verticals.serval import ServalError
 from verticals.serval.cli import app as serval_app
-from verticals.serval.config import ServalError
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   help="Four published AI systems, offline on a CPU.\n\n"

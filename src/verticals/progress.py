@@ -35,7 +35,9 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
         task = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **fields: object) -> None:
-            info = "  ".join(f"{k} {v}" for k, v in fields.items())
-            bar.update(task, advance=n, **({"info": info} if fields else {}))
+            if fields:
+                bar.update(task, advance=n, info="  ".join(f"{k} {v}" for k, v in fields.items()))
+            else:
+                bar.update(task, advance=n)
 
         yield advance

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -271,3 +272,38 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumes_exactly(
     (out / "checkpoints" / "step-000003").mkdir()  # an empty, incomplete folder is no checkpoint
     with pytest.warns(UserWarning), pytest.raises(FinetuneError, match="no checkpoint under .* can be read"):
         finetune(fresh(tiny_model_dir), data_file, out, config, resume=True, progress=False)
+
+
+def test_a_model_tuned_in_place_is_never_served_answers_cached_before(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from verticals.llm import ResponseCache
+
+    model = fresh(tiny_model_dir)
+    model.cache = ResponseCache(tmp_path / "cache.sqlite")
+    question = [CHATS[1]["messages"][0]["content"]]
+    before, untuned = model.choice_probs(question, ["Yes.", "No."]), model.fingerprint
+    config = FinetuneConfig(steps=6, batch_size=4, lr=5e-2, warmup_steps=0)
+    finetune(model, CHATS, tmp_path / "tuned", config, progress=False)
+    after = model.choice_probs(question, ["Yes.", "No."])
+    assert model.fingerprint != untuned and abs(after[0, 0] - before[0, 0]) > 1e-3  # the tuned weights answered
+    model.cache = None
+    assert np.allclose(model.choice_probs(question, ["Yes.", "No."]), after)  # and what was cached is theirs
+    again = fresh(tiny_model_dir)  # the same run on the same weights gets the same mark
+    finetune(again, CHATS, tmp_path / "tuned-again", config, progress=False)
+    assert again.fingerprint == model.fingerprint
+
+
+def test_the_tuning_door_copies_weights_and_puts_adapters_on(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from verticals.llm import LLMError, OpenAIModel
+
+    base = fresh(tiny_model_dir)
+    copy = base.copy_for_tuning()
+    assert base.tunable and copy is not base and copy.model is not base.model
+    finetune(copy, CHATS, tmp_path / "tuned", FinetuneConfig(steps=4, batch_size=4, lr=5e-2, warmup_steps=0),
+             progress=False)
+    assert "+tuned:" in copy.fingerprint and "+tuned:" not in base.fingerprint  # the original is untouched
+    on = base.with_adapter(tmp_path / "tuned")
+    assert on.cache is base.cache and on.adapter == tmp_path / "tuned" and on.fingerprint != base.fingerprint
+    served = OpenAIModel("http://127.0.0.1:9/v1", model="m")
+    assert not served.tunable
+    with pytest.raises(LLMError, match="not tunable here"):
+        served.copy_for_tuning()

@@ -177,6 +177,14 @@ def test_missing_values_impute_and_drop(tmp_path: Path) -> None:
     assert len(dropped) == 27
 
 
+def test_a_word_pandas_reads_as_missing_can_stay_a_value(tmp_path: Path) -> None:
+    rows = [f"{30 + i},{'None' if i % 2 else 'daily'},{int(i % 3 == 0)}" for i in range(30)]
+    with pytest.raises(ServalError, match=r"missing values in smoker \(15\).*keep_default_na = false"):
+        load_dataset(_user(tmp_path, rows))
+    kept = load_dataset(_user(tmp_path, rows, extra="[read]\nkeep_default_na = false"))
+    assert len(kept) == 30 and sorted(set(kept.frame["smoker"])) == ["None", "daily"]
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 from verticals.finetune.config import FinetuneConfig, FinetuneError
 
 if TYPE_CHECKING:
-    from verticals.finetune.data import tokenize
-    from verticals.finetune.train import FinetuneResult, finetune
+    from verticals.finetune.data import example_lengths, tokenize
+    from verticals.finetune.train import FinetuneResult, finetune, trainable
 
-__all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "finetune", "tokenize"]
+__all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "example_lengths", "finetune", "tokenize", "trainable"]
 
 
 def __getattr__(name: str) -> Any:
     # torch loads only when training is asked for (keeps `verticals --help` fast)
-    if name in ("FinetuneResult", "finetune"):
+    if name in ("FinetuneResult", "finetune", "trainable"):
         return getattr(importlib.import_module("verticals.finetune.train"), name)
-    if name == "tokenize":  # how an example is tokenised for training, to check its length beforehand
+    if name in ("tokenize", "example_lengths"):  # how an example is tokenised for training, to check its length
         return getattr(importlib.import_module("verticals.finetune.data"), name)
     raise AttributeError(f"module 'verticals.finetune' has no attribute {name!r}")

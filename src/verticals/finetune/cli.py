@@ -38,8 +38,7 @@ def run(
     from verticals.finetune.config import FinetuneConfig
     from verticals.finetune.data import read_jsonl
     from verticals.finetune.train import finetune
-    from verticals.llm.cli import quiet_transformers
-    from verticals.llm.loader import open_model
+    from verticals.llm import open_model, quiet_transformers
 
     config = FinetuneConfig(method=method, steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                             max_length=max_length, drop_rate=drop_rate, drop_allocation=drop_allocation,

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from verticals.dropbp.config import DropBPConfig
+from verticals.dropbp import DropBPConfig
 
 
 class FinetuneError(ValueError):

@@ -8,6 +8,7 @@ can run only over the last columns (see `loss.py`).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,12 @@ def tokenize(record: dict[str, Any], tokenizer: Any, max_length: int) -> Example
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return Example(ids[:max_length], list(ids[:max_length]))
+
+
+def example_lengths(model: Any, records: list[dict[str, Any]]) -> list[int]:
+    """Each example's whole length in tokens as `finetune` tokenises it for `model` (a `LocalModel`):
+    to choose `max_length`, or to leave out beforehand what would not fit."""
+    return [len(tokenize(r, model.tokenizer, sys.maxsize).input_ids) for r in records]
 
 
 def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int],

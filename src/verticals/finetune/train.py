@@ -11,7 +11,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,8 +73,9 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
         raise FinetuneError(f"none of the {len(examples)} examples keeps a whole reply within max_length "
                             f"{config.max_length} tokens (nothing would carry loss): raise --max-length")
     left_out, examples = len(examples) - len(kept), kept
+    model.mark_tuned(f"in progress {uuid.uuid4().hex}")  # from here on the weights in memory change
     accelerator = _accelerator(model.model, unused_parameters=config.drop_rate != 0)
-    network = _trainable(model.model, config)
+    network = trainable(model.model, config)
     controller = _apply_dropbp(network, config)
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -102,7 +104,16 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if accelerator.is_main_process:
         _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
+    model.mark_tuned(_weights_digest(out))  # the same run gives the same mark: its answers can be cached
     return replace(result, left_out=left_out)
+
+
+def _weights_digest(out: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(out.glob("*.safetensors")):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:24]
 
 
 #: what a run was trained on: a resumed run must be trained on the same
@@ -157,7 +168,9 @@ def _accelerator(network: nn.Module, *, unused_parameters: bool) -> Any:
     return accelerator
 
 
-def _trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
+def trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
+    """`network` as `finetune` trains it: LoRA adapters per `config` (from its seed), or every weight for a full
+    run; in training mode. For measuring what a run would do (benchmarks, DropBP checks) without running it."""
     network.train()
     if config.method == "full":
         for parameter in network.parameters():
@@ -184,7 +197,7 @@ def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> dropbp.DropBP |
                         seq_len=config.max_length, seed=config.seed)
 
 
-def _lr_lambda(config: FinetuneConfig):  # type: ignore[no-untyped-def]
+def _lr_lambda(config: FinetuneConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / (config.warmup_steps + 1)
@@ -319,5 +332,5 @@ def _json_or_none(line: str) -> Any:
 def _export(network: nn.Module, tokenizer: Any, out: Path) -> None:
     """The final model: a peft adapter (LoRA) or a whole model folder (full), safetensors, plus the tokenizer."""
     network.eval()
-    network.save_pretrained(out, safe_serialization=True)
+    network.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]  # a peft or HF model
     tokenizer.save_pretrained(out)

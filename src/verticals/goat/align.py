@@ -79,10 +79,11 @@ def align(settings: AlignSettings, *, cache: ResponseCache | None = None, resume
     train = _train_splits(settings.data, tasks, every=settings.tasks.strip() == "all")
     cache = cache if cache is not None else ResponseCache.default()
     lm = open_model(settings.base, cache=cache, dtype="float32", lazy=True)
-    record = {"data": str(settings.data.resolve()), "split": "train", "tasks": [t.name for t, _ in train],
-              "base": settings.base, "base_fingerprint": lm.fingerprint,
-              "prompt": {"style": STYLE, "fingerprint": get_style(STYLE).fingerprint}, "ocr": ocr_engine(),
-              "settings": {k: v for k, v in asdict(settings).items() if k not in ("data", "out")}}
+    record: dict[str, Any] = {
+        "data": str(settings.data.resolve()), "split": "train", "tasks": [t.name for t, _ in train],
+        "base": settings.base, "base_fingerprint": lm.fingerprint,
+        "prompt": {"style": STYLE, "fingerprint": get_style(STYLE).fingerprint}, "ocr": ocr_engine(),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("data", "out")}}
     earlier = _earlier(settings.out, record) if resume else None  # other settings: refused before any OCR
     records, too_long = _conversations(ChatModel(f"ocr+{settings.base}", lm, "ocr", cache), train,
                                        settings.max_length)
@@ -131,7 +132,7 @@ def _conversations(reader: ChatModel, tasks: list[tuple[Task, list[Meme]]],
                    max_length: int) -> tuple[list[dict[str, Any]], int]:
     """Each train meme asked as `ocr+` asks it, answered with its gold label; and how many were longer
     than `max_length` tokens as training tokenises them (left out: cutting would cut the answer)."""
-    from verticals.finetune import tokenize
+    from verticals.finetune import example_lengths
 
     style = get_style(STYLE)
     records, too_long = [], 0
@@ -140,7 +141,7 @@ def _conversations(reader: ChatModel, tasks: list[tuple[Task, list[Meme]]],
         for request, shown in zip(requests, reader.show(requests)):
             answer = {"role": "assistant", "content": "Yes" if request.meme.label else "No"}
             record = {"messages": [*({"role": m["role"], "content": text_of(m)} for m in shown), answer]}
-            if len(tokenize(record, reader.lm.tokenizer, sys.maxsize).input_ids) > max_length:  # type: ignore[attr-defined]
+            if example_lengths(reader.lm, [record])[0] > max_length:
                 too_long += 1
                 continue
             records.append(record)

@@ -54,8 +54,7 @@ def eval(  # noqa: A001 - the command is called eval
 ) -> None:
     """Evaluate a model; prints a table; results.json, samples_<task>.jsonl and report.md go to --out."""
     from verticals.goat.runner import EvalSettings, evaluate
-    from verticals.llm import ResponseCache
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import ResponseCache, quiet_transformers
 
     settings = EvalSettings(data, model, out, tasks=tasks, prompt=prompt, split=split, seed=seed, limit=limit,
                             probabilities=probabilities, strict=strict, adapter=adapter, max_unknown=max_unknown,
@@ -100,8 +99,7 @@ def align(
     """Learn each task's train split (OCR text + Yes/No, LoRA): the paper's supervised baseline, local."""
     from verticals.goat.align import AlignSettings
     from verticals.goat.align import align as train
-    from verticals.llm import ResponseCache
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import ResponseCache, quiet_transformers
 
     settings = AlignSettings(data, out, tasks=tasks, base=base, steps=steps, batch_size=batch_size, lr=lr,
                              max_length=max_length, drop_rate=drop_rate, seed=seed)

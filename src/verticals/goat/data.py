@@ -108,7 +108,8 @@ def load_split(data: Path, task: Task, split: str = "test", *, images: bool = Tr
     for line, record in records:
         meme, problem = _meme(record, task, folder, images)
         if meme is not None and meme.id in seen:
-            meme, problem = None, ("duplicate_id", f"id {meme.id!r} appears again")
+            problem = ("duplicate_id", f"id {meme.id!r} appears again")
+            meme = None
         if meme is None:
             kind, detail = problem  # type: ignore[misc]
             where = f"{file}:{line}: {detail}"

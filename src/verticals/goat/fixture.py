@@ -11,6 +11,7 @@ field name and file format of the release appears in some task. The set is marke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -20,10 +21,13 @@ import tomllib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verticals.goat.config import GoatError
 from verticals.goat.tasks import PAPER_TASKS, SET_FILE
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw
 
 #: how the fixture's memes are made: (caption tone, picture, label, what decides it, weight). A tone
 #: decides the label when all its recipes share one (abusive, wholesome); so does a picture (hostile,
@@ -140,12 +144,12 @@ _LAYOUTS: dict[str, Callable[[Path, str, list[dict[str, Any]]], None]] = {
 
 
 # -- drawing ---------------------------------------------------------------------------------------
-def _draw(caption: str, motif: str, rng: random.Random):  # type: ignore[no-untyped-def]
+def _draw(caption: str, motif: str, rng: random.Random) -> Image.Image:
     from PIL import Image, ImageDraw
 
     tints = {"plain": (200, 200, 205), "hostile": (90, 30, 30), "playful": (120, 200, 140), "calm": (150, 195, 235)}
     base = tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in tints[motif])
-    image = Image.new("RGB", SIZE, base)  # type: ignore[arg-type]
+    image = Image.new("RGB", SIZE, base)
     draw = ImageDraw.Draw(image)
     {"plain": _shapes, "hostile": _skull, "playful": _sun_and_balls, "calm": _landscape}[motif](draw, rng)
     for _ in range(400):  # speckle noise
@@ -156,7 +160,7 @@ def _draw(caption: str, motif: str, rng: random.Random):  # type: ignore[no-unty
     return image
 
 
-def _shapes(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _shapes(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
     for _ in range(5):
         x, y = rng.randrange(SIZE[0] - 60), rng.randrange(60, SIZE[1] - 100)
         colour = tuple(rng.randint(120, 230) for _ in range(3))
@@ -164,7 +168,7 @@ def _shapes(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
 
 
-def _skull(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _skull(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
     cx, cy = SIZE[0] // 2 + rng.randint(-60, 60), SIZE[1] // 2 + rng.randint(-10, 10)
     draw.line((cx - 90, cy - 70, cx + 90, cy + 70), fill=(220, 20, 20), width=14)
     draw.line((cx - 90, cy + 70, cx + 90, cy - 70), fill=(220, 20, 20), width=14)
@@ -174,7 +178,7 @@ def _skull(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
     draw.rectangle((cx - 22, cy + 35, cx + 22, cy + 55), fill=(235, 235, 225))
 
 
-def _sun_and_balls(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _sun_and_balls(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
     cx, cy = rng.randint(60, 120), rng.randint(90, 150)
     draw.ellipse((cx - 35, cy - 35, cx + 35, cy + 35), fill=(250, 215, 40))
     for dx, dy in [(0, -55), (0, 55), (-55, 0), (55, 0), (40, 40), (-40, -40), (40, -40), (-40, 40)]:
@@ -186,7 +190,7 @@ def _sun_and_balls(draw, rng: random.Random) -> None:  # type: ignore[no-untyped
         draw.line((x, y + 22, x + rng.randint(-8, 8), y + 60), fill=(60, 60, 60), width=2)
 
 
-def _landscape(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _landscape(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
     horizon = rng.randint(150, 190)
     draw.rectangle((0, horizon, SIZE[0], SIZE[1]), fill=(90, 160, 90))
     draw.ellipse((rng.randint(-80, 60), horizon - 50, rng.randint(200, 320), horizon + 60), fill=(70, 140, 80))
@@ -195,14 +199,14 @@ def _landscape(draw, rng: random.Random) -> None:  # type: ignore[no-untyped-def
         draw.ellipse((x - 9, horizon - 4, x + 9, horizon + 12), fill=(245, 245, 250))
 
 
-def _caption(draw, text: str, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def _caption(draw: ImageDraw.ImageDraw, text: str, rng: random.Random) -> None:
     """Meme-style text: white with a black outline, wrapped to the width, at the top or the bottom."""
     from PIL import ImageFont
 
     font_file = _font_path(rng.choice(_FONTS))
     for size in range(rng.randint(22, 28), 11, -2):
         font = ImageFont.truetype(str(font_file), size)
-        lines = _wrap(text, lambda s, f=font: draw.textlength(s, font=f), SIZE[0] - 24)
+        lines = _wrap(text, functools.partial(draw.textlength, font=font), SIZE[0] - 24)
         if len(lines) <= 3:
             break
     height = size + 6

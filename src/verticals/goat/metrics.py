@@ -82,7 +82,7 @@ def bootstrap_interval(gold: np.ndarray, predicted: np.ndarray, *, draws: int = 
 
 
 def paired_bootstrap(gold: Sequence[int], first: Sequence[int | None], second: Sequence[int | None], *,
-                     draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict[str, float]:
+                     draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict[str, Any]:
     """Is `second` better than `first` on the same memes? Macro-F1 difference, its 95% interval, and the
     two-sided p-value of no difference (share of resamples on the other side of zero, doubled)."""
     y, a, b = np.asarray(gold, dtype=int), _codes(first), _codes(second)

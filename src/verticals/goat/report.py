@@ -51,7 +51,7 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     """The per-task table's cells, shared by both reports so they never disagree."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, task in results["tasks"].items():
         low, high = task["macro_f1_ci95"]
         auroc = task.get("auroc")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from verticals.llm._request_limits import RequestLimits
     from verticals.llm.base import GenerationParams, LanguageModel
     from verticals.llm.cache import ResponseCache
+    from verticals.llm.cli import quiet_transformers
     from verticals.llm.image_text import cached_reader, images_as_text
     from verticals.llm.loader import open_model
     from verticals.llm.local import LocalModel
@@ -35,6 +36,7 @@ _LAZY = {
     "GenerationParams": "verticals.llm.base",
     "LanguageModel": "verticals.llm.base",
     "ResponseCache": "verticals.llm.cache",
+    "quiet_transformers": "verticals.llm.cli",  # for every CLI that loads a model: no transformers chatter
     "cached_reader": "verticals.llm.image_text",
     "images_as_text": "verticals.llm.image_text",
     "open_model": "verticals.llm.loader",
@@ -44,7 +46,7 @@ _LAZY = {
 
 __all__ = ["APIError", "ErrorResponse", "GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message",
            "ModelLoadError", "OpenAIModel", "RequestLimits", "ResponseCache", "ServerError", "cached_reader",
-           "image_part", "images_as_text", "install_error_handlers", "open_model", "text_of"]
+           "image_part", "images_as_text", "install_error_handlers", "open_model", "quiet_transformers", "text_of"]
 
 
 def __getattr__(name: str) -> Any:

@@ -175,8 +175,8 @@ class ChatCompletion(BaseModel):
 
 class Delta(BaseModel):
     # as OpenAI streams it: the role in the first chunk, content after it, nothing in the last
-    role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)
-    content: str | None = Field(None, exclude_if=lambda v: v is None)
+    role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda v: v is None)
+    content: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ChunkChoice(BaseModel):
@@ -192,7 +192,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = Field(None, exclude_if=lambda v: v is None)  # only in the include_usage chunk
+    usage: Usage | None = Field(default=None, exclude_if=lambda v: v is None)  # only in the include_usage chunk
 
 
 class ModelCard(BaseModel):

@@ -12,6 +12,7 @@ and the LM head runs only there (`logits_to_keep=K`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,7 +80,9 @@ def choice_logprobs(model: torch.nn.Module, rows: Sequence[Sequence[int]], choic
     result = np.zeros((len(rows), len(choices)), dtype=np.float64)
     targets = [torch.tensor(c, device=device) for c in choices]
     for batch in pack_batches([len(s) for s in suffixes], keep - 1, max_batch_tokens):
-        ids, positions, mask = _layout([suffixes[i] for i in batch], branches, prefix, device, model.dtype)
+        # a Hugging Face model's `dtype` property; torch types a plain Module's attributes as Tensor | Module
+        dtype = cast(torch.dtype, model.dtype)
+        ids, positions, mask = _layout([suffixes[i] for i in batch], branches, prefix, device, dtype)
         computed += ids.numel()
         cache = None
         if prefix_kv is not None:
@@ -89,9 +92,9 @@ def choice_logprobs(model: torch.nn.Module, rows: Sequence[Sequence[int]], choic
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                     use_cache=cache is not None, logits_to_keep=keep)
         logp = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
-        for c, (slot, target) in enumerate(zip(slots, targets)):
+        for j, (slot, target) in enumerate(zip(slots, targets)):
             picked = logp[:, slot, :].gather(-1, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1)
-            result[batch, c] = picked.sum(-1).double().cpu().numpy()
+            result[batch, j] = picked.sum(-1).double().cpu().numpy()
     return result, computed
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,18 @@ class LanguageModel(ABC):
     @abstractmethod
     def fingerprint(self) -> str:
         """A string that changes whenever the model's answers could change (weights, adapter, dtype)."""
+
+    # -- tuning: what a system may ask of a model it wants to fine-tune -------------------------
+    #: whether `copy_for_tuning` and `with_adapter` work (weights on this machine); a served model says no
+    tunable: bool = False
+
+    def copy_for_tuning(self) -> LanguageModel:
+        """A fresh float32 copy of the weights for `verticals.finetune` to change (this model stays as it is)."""
+        raise LLMError(f"{self.fingerprint} is not tunable here: its weights are not on this machine")
+
+    def with_adapter(self, adapter: str | Path) -> LanguageModel:
+        """The same base weights with a LoRA `adapter` on, sharing this model's response cache."""
+        raise LLMError(f"{self.fingerprint} cannot take an adapter here: its weights are not on this machine")
 
     # -- public surface -------------------------------------------------------------------------
     def chat(self, messages: Prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,

@@ -69,7 +69,9 @@ def _convert(gguf: Path, target: Path) -> None:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ModelLoadError(f"cannot read the bundled GGUF {gguf}: {err}; reinstall with {INSTALL_HINT}") from err
-        model.hf_quantizer = None  # the weights are now plain float32: let save_pretrained write them
+        # the weights are now plain float32: let save_pretrained write them (the ignore: PreTrainedModel does not
+        # declare hf_quantizer, it is set at load time, so torch's Module.__getattr__ types it Tensor | Module)
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from verticals.llm.base import LanguageModel
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Chat with a model, read answer probabilities, or serve a model over the OpenAI API.\n\n"
@@ -21,7 +24,7 @@ DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16"
 CacheOpt = Annotated[bool, typer.Option("--cache/--no-cache", help="reuse answers of earlier identical requests")]
 
 
-def _open(model: str, adapter: Path | None, device: str, dtype: str, cache: bool):  # type: ignore[no-untyped-def]
+def _open(model: str, adapter: Path | None, device: str, dtype: str, cache: bool) -> LanguageModel:
     from verticals.llm.cache import ResponseCache
     from verticals.llm.loader import open_model
 

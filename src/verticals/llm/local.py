@@ -91,6 +91,7 @@ class LocalModel(LanguageModel):
         self.max_batch_tokens = max_batch_tokens
         _check_files(self.path, self.adapter)
         self._weights: _Weights | None = None
+        self._tuned = ""  # see `mark_tuned`
         self._lock = threading.Lock()
         if not lazy:
             self._loaded()
@@ -133,7 +134,7 @@ class LocalModel(LanguageModel):
         return cls(bundled_checkpoint(), **kwargs)  # type: ignore[arg-type]
 
     @cached_property
-    def fingerprint(self) -> str:
+    def _files_fingerprint(self) -> str:
         digest = hashlib.sha256(f"{self.dtype}".encode())
         for folder in [self.path] + ([self.adapter] if self.adapter else []):
             for file in sorted(folder.iterdir()):
@@ -141,6 +142,27 @@ class LocalModel(LanguageModel):
                     digest.update(file.name.encode())
                     digest.update(_file_digest(file).encode())
         return f"local:{self.path.name}:{digest.hexdigest()[:24]}"
+
+    @property
+    def fingerprint(self) -> str:
+        """The files' fingerprint, plus the tuning run when fine-tuning changed the weights in memory."""
+        return self._files_fingerprint + (f"+tuned:{self._tuned}" if self._tuned else "")
+
+    def mark_tuned(self, run: str) -> None:
+        """Say that fine-tuning changed the weights in memory (`run` names it): from now on this model's
+        answers are cached under a new fingerprint, so answers cached before tuning are never served."""
+        self._tuned = run
+
+    # -- tuning ---------------------------------------------------------------------------------
+    tunable = True
+
+    def copy_for_tuning(self) -> LocalModel:
+        return LocalModel(self.path, adapter=self.adapter, device=str(self.device), dtype="float32")
+
+    def with_adapter(self, adapter: str | Path) -> LocalModel:
+        dtype = next(name for name, value in DTYPES.items() if value == self.dtype)
+        return LocalModel(self.path, adapter=adapter, device=str(self.device), dtype=dtype, cache=self.cache,
+                          max_batch_tokens=self.max_batch_tokens)
 
     # -- prompts --------------------------------------------------------------------------------
     def prompt_ids(self, messages: Prompt) -> list[int]:
@@ -245,7 +267,8 @@ class LocalModel(LanguageModel):
             return contextlib.nullcontext()
         if self.adapter is None:
             raise LLMError("this model has no adapter to switch off")
-        return self.model.disable_adapter()  # type: ignore[no-any-return]
+        switch: contextlib.AbstractContextManager[object] = self.model.disable_adapter()  # type: ignore[operator]
+        return switch  # (torch types a module's attributes as Tensor | Module: peft's method is not seen)
 
     def _stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         for token in self.generate(messages, params):
@@ -274,14 +297,14 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _load(path: Path, adapter: Path | None, device: torch.device, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:
     """Tokenizer and model in eval mode; safetensors only, no remote code."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
     if adapter is not None:

@@ -237,7 +237,7 @@ def _without_422(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, 
 
 
 async def get_served(request: Request) -> _Served:
-    return request.app.state.served  # type: ignore[no-any-return]
+    return request.app.state.served
 
 
 ServedDep = Annotated[_Served, Depends(get_served)]

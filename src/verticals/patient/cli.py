@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from verticals.llm import LanguageModel
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Help a patient or caregiver understand a radiology report (chest CT or X-ray): findings, "
@@ -70,7 +73,7 @@ def ask(
     import json
     import sys
 
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import quiet_transformers
     from verticals.patient.answer import Answer, answer_stream, check_question
     from verticals.patient.compose import Notice
     from verticals.patient.report import load_report
@@ -125,7 +128,7 @@ def eval_(
 ) -> None:
     """Evaluate the assistant on the held-out questions and the bundled reports (offline proxies of
     the paper's rubric: theme accuracy, grounding, hallucinated findings, referrals, reading grade)."""
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import quiet_transformers
     from verticals.patient.evaluate import EvalSettings, evaluate
 
     settings = EvalSettings(out, model=model, limit=limit, seed=seed, judge=judge)  # checked before anything loads
@@ -178,7 +181,7 @@ def serve(
     import logging
     import socket
 
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import quiet_transformers
     from verticals.patient.config import PatientError
     from verticals.patient.web import WebSettings, create_app
 
@@ -193,7 +196,7 @@ def serve(
         raise PatientError(f"cannot listen on {host}:{port} ({err.strerror or err}): give another --port "
                            "or --host") from err
     quiet_transformers()
-    lm = None
+    lm: LanguageModel | None = None
     if model != "none":
         from verticals.llm import open_model
 

@@ -9,6 +9,7 @@ import io
 import json
 from html import escape
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from verticals.files import write_text
@@ -74,7 +75,7 @@ def _image(png: bytes) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _figure():  # type: ignore[no-untyped-def]
+def _figure() -> ModuleType:  # matplotlib.pyplot, imported on first use
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from verticals.patient.config import PatientError
 
@@ -163,9 +164,11 @@ def _pdf_text(path: str, data: bytes) -> str:
     from pypdf.errors import PdfReadError
 
     pages: list[str] = []
+    # Any: the keys are Configuration fields, not the function's own `configuration` parameter
+    limits: dict[str, Any] = {f"{kind}_maximum_output_length": MAX_PDF_STREAM for kind in
+                              ("zlib", "lzw", "run_length", "jbig2", "brotli", "array_based_stream")}
     try:
-        with apply_configuration(**{f"{kind}_maximum_output_length": MAX_PDF_STREAM for kind in
-                                    ("zlib", "lzw", "run_length", "jbig2", "brotli", "array_based_stream")}):
+        with apply_configuration(**limits):
             reader = PdfReader(io.BytesIO(data))
             if len(reader.pages) > MAX_PDF_PAGES:
                 raise PatientError(f"{path} has {len(reader.pages):,} pages; a report PDF may have at most "

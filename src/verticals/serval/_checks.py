@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from verticals.serval.config import ServalError
 
-Rule = tuple[Callable[[Any], bool], str]
+Rule = tuple[Callable[[Any], bool | np.bool_], str]  # numpy comparisons give np.bool_
 
 
 def int_rule(low: int) -> Rule:

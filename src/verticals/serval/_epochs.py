@@ -17,6 +17,8 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 from torch.nn import functional as F
 
+from verticals.serval._ft_transformer import FTTransformer
+
 LAMBDA_U = 1.0  # weight of the MSE on the noisy ("unlabelled") rows, as the clean rows' BCE has weight 1
 MIXUP_ALPHA = 4.0  # lambda ~ Beta(4, 4), DivideMix's value for moderate noise
 SHARPEN_T = 0.5
@@ -54,7 +56,7 @@ def clean_posterior(logits: torch.Tensor, target: torch.Tensor, rng: np.random.G
     return torch.as_tensor(posterior, dtype=torch.float32, device=target.device)
 
 
-def mix_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, data: Data, y: torch.Tensor,
+def mix_epoch(module: FTTransformer, optimizer: torch.optim.Optimizer, data: Data, y: torch.Tensor,
               rows: torch.Tensor, clean: torch.Tensor, batches: Sequence[torch.Tensor], generator: torch.Generator,
               rng: np.random.Generator) -> float:
     """One DivideMix epoch: refine clean labels, guess noisy ones, MixUp tokens, BCE + LAMBDA_U * MSE.

@@ -15,6 +15,8 @@ from torch import nn
 class FeatureTokenizer(nn.Module):
     """Numeric feature j -> x_j * W_j + b_j; categorical feature j -> E_j[code] + b_j; a [CLS] token first."""
 
+    offsets: torch.Tensor  # a buffer (register_buffer below)
+
     def __init__(self, n_numeric: int, cardinalities: Sequence[int], d_token: int) -> None:
         super().__init__()
         self.numeric_weight = nn.Parameter(torch.empty(n_numeric, d_token))

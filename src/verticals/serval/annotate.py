@@ -212,7 +212,7 @@ def make_annotator(spec: str, *, method: str = "logprobs", style: str = "describ
             raise ServalError(f"bad simulated annotator {spec!r}; "
                               "write e.g. simulated:auc=0.75,systematic=0.3") from None
         return SimulatedAnnotator(auc=auc, systematic=systematic, seed=seed, signal=options.get("signal", "features"))
-    from verticals.llm.loader import open_model
+    from verticals.llm import open_model
 
     model = open_model(spec, device=device, cache=cache)
     return LLMAnnotator(model, method=method, style=style, votes=votes, progress=progress)

@@ -64,7 +64,7 @@ def run(
     config = ServalConfig(loops=loops, annotation=annotation, style=style, targets=targets, small_model=small_model,
                           noisy=noisy, max_rows=max_rows, confident_share=confident_share, tune_steps=tune_steps,
                           drop_rate=drop_rate, max_unreadable=max_unreadable, seed=seed)
-    from verticals.llm.cli import quiet_transformers
+    from verticals.llm import quiet_transformers
     from verticals.serval.pipeline import sersal
     from verticals.serval.report import table_rows, verdict
 

@@ -26,7 +26,7 @@ from verticals.serval.config import ServalError
 
 MISSING = ("error", "drop", "impute")
 KINDS = ("numeric", "categorical")
-READ_OPTIONS = ("sep", "thousands", "decimal", "na_values")
+READ_OPTIONS = ("sep", "thousands", "decimal", "na_values", "keep_default_na")
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,9 @@ def _missing(frame: pd.DataFrame, used: list[str], meta: Metadata) -> pd.DataFra
     if meta.missing == "error":
         listed = ", ".join(f"{c} ({n})" for c, n in gaps.items())
         raise ServalError(f"missing values in {listed}; set missing = \"drop\" (drop those rows) or "
-                          f"\"impute\" in {meta.file}, or fill them in the CSV")
+                          f"\"impute\" in {meta.file}, or fill them in the CSV (empty cells and words such as NA, "
+                          "None and null read as missing; when such a word is a real value, set "
+                          "keep_default_na = false under read)")
     columns = used if meta.missing == "drop" else [meta.target]
     return frame.dropna(subset=columns)
 

@@ -44,7 +44,7 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
     out.mkdir(parents=True, exist_ok=True)
     cache = None
     if not llm.startswith("simulated"):
-        from verticals.llm.cache import ResponseCache
+        from verticals.llm import ResponseCache
 
         cache = ResponseCache(out / "llm_cache.sqlite")
     annotator = make_annotator(llm, method=config.annotation, style=config.style, votes=config.votes,

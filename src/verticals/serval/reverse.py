@@ -77,15 +77,12 @@ def reverse_tune(model: Any, records: list[dict[str, Any]], out: Path, *, steps:
 
     At most `MAX_EPOCHS` passes over the examples: with few confident rows, more steps only memorise them.
     """
-    from verticals.finetune.checkpoint import latest_checkpoint
-    from verticals.finetune.config import FinetuneConfig
-    from verticals.finetune.train import finetune
+    from verticals.finetune import FinetuneConfig, example_lengths, finetune
 
-    longest = max(len(model.prompt_ids(r["messages"])) for r in records) + 8
+    longest = max(example_lengths(model, records))
     steps = min(steps, max(math.ceil(MAX_EPOCHS * len(records) / batch_size), 1))  # few rows: do not memorise them
     config = FinetuneConfig(method="lora", steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(steps // 10, 1),
                             max_length=max(longest, 64), drop_rate=drop_rate, save_every=max(steps // 4, 1),
                             seed=seed)
-    resume = latest_checkpoint(out / "checkpoints") is not None
-    finetune(model, records, out, config, resume=resume, progress=progress)
+    finetune(model, records, out, config, resume=True, progress=progress)  # continues a killed run, or starts
     return out

@@ -206,10 +206,8 @@ class SersalRun:
         records = examples(self.data, chosen, self.template, self.config.style)
         record.tune_examples = len(records)
         write_jsonl(records, where / "tune.jsonl")
-        from verticals.llm.local import LocalModel
-
         model = llm.model
-        if not isinstance(model, LocalModel):
+        if not model.tunable:
             record.notes.append(hosted_instructions(where / "tune.jsonl", _served_name(model)))
             self.say(record.notes[-1])
             return
@@ -218,7 +216,7 @@ class SersalRun:
             partial = where / "tuned.partial"
             self.say(f"loop {record.index}: reverse-tuning the LLM on {len(records)} confident rows "
                      f"(LoRA, DropBP {self.config.drop_rate})")
-            fresh = LocalModel(model.path, device=str(model.device), dtype="float32")  # tuning changes the module
+            fresh = model.copy_for_tuning()  # tuning changes the weights in memory: not the annotator's
             reverse_tune(fresh, records, partial, steps=self.config.tune_steps, batch_size=self.config.tune_batch_size,
                          lr=self.config.tune_lr, drop_rate=self.config.drop_rate, seed=self.config.seed,
                          progress=self.progress)
@@ -242,15 +240,12 @@ class SersalRun:
 
     def _tuned_annotator(self, adapter: Path) -> LLMAnnotator:
         """The LLM with `adapter` on, loaded once: it labels the check rows, the next loop and the test rows."""
-        from verticals.llm.local import LocalModel
-
         if self._tuned is not None and self._tuned[0] == adapter:
             return self._tuned[1]
         self._tuned = None  # drop our reference to the previous loop's tuned LLM (the caller may still hold it)
-        base = self.annotator.model  # type: ignore[union-attr]
-        model = LocalModel(base.path, adapter=adapter, device=str(base.device), dtype="float32", cache=base.cache)
         annotator = self.annotator
         assert isinstance(annotator, LLMAnnotator)
+        model = annotator.model.with_adapter(adapter)
         self._tuned = (adapter, LLMAnnotator(model, method=annotator.method, style=annotator.style,
                                              votes=annotator.votes, template=annotator.template,
                                              progress=self.progress))
@@ -258,21 +253,23 @@ class SersalRun:
 
     def tuned_test_labels(self, record: LoopRecord) -> np.ndarray | None:
         """The tuned LLM's soft labels on the test rows (read back when already computed)."""
-        if record.tuned is None:
+        tuned = record.tuned
+        if tuned is None:
             return None
         test = self.rows("test")
         return self._stage_npy(self.folder / f"loop_{record.index}" / "tuned_test.npy",
-                               lambda: self._tuned_annotator(record.tuned).annotate(self.data.subset(test)))
+                               lambda: self._tuned_annotator(tuned).annotate(self.data.subset(test)))
 
     def oracle(self) -> np.ndarray | None:
         """The same small model trained on gold labels (evaluation only): P(positive) for every row."""
-        if self.data.labels is None:
+        labels = self.data.labels
+        if labels is None:
             return None
         rows = self.rows("train")
 
         def fit() -> np.ndarray:
             self.say("oracle: the same small model on gold labels (for evaluation)")
-            model = self.fit_small(self.data.labels[rows].astype(float), rows, noisy="none")
+            model = self.fit_small(labels[rows].astype(float), rows, noisy="none")
             return model.predict_proba(self.x)[:, 1]
 
         return self._stage_npy(self.folder / "oracle" / "probs.npy", fit)

@@ -149,7 +149,7 @@ class FTTransformerClassifier(BinaryClassifier, BaseEstimator):
         self.feature_std_ = np.where(numeric.std(axis=0) > 0, numeric.std(axis=0), 1.0)
         data = self._encode(X)
         labels = torch.as_tensor(y, dtype=torch.float32, device=self.device)
-        devices = [] if torch.device(self.device).type == "cpu" else None
+        devices: list[int] | None = [] if torch.device(self.device).type == "cpu" else None
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             self.module_ = self._build()
@@ -258,7 +258,7 @@ class FTTransformerClassifier(BinaryClassifier, BaseEstimator):
                 self.n_epochs_ = epoch
                 if epoch < first_kept:
                     continue
-                score = -epoch  # nothing held out: the last epoch is the best
+                score: float = -epoch  # nothing held out: the last epoch is the best
                 if val_loss is not None:
                     score = -val_auc if dividemix and val_auc is not None else val_loss
                 if score < best_score:
@@ -268,6 +268,7 @@ class FTTransformerClassifier(BinaryClassifier, BaseEstimator):
                     waited += 1
                     if waited >= self.patience:
                         break
+        assert best_state is not None  # epochs >= 1, and a kept epoch beats math.inf unless its score is NaN
         self.module_.load_state_dict(best_state)
         self.module_.eval()
 

@@ -116,7 +116,7 @@ class Assistant:
 
 
 def get_assistant(request: Request) -> Assistant:
-    return request.app.state.assistant  # type: ignore[no-any-return]
+    return request.app.state.assistant
 
 
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
@@ -325,7 +325,7 @@ def _start(load: Callable[[], Any], settings: WebSettings) -> Assistant:
 
 def invalid_request(errors: Any) -> APIError:
     """The first of pydantic's errors as one 400 a person can read, naming the field."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
     loc = [p for p in first.get("loc", ()) if p != "body"]
     field = str(loc[-1]) if loc else ""
     kind = str(first.get("type", "invalid"))
