@@ -59,6 +59,8 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench: install
 	$(PY) benchmarks/llm_scoring.py
