@@ -248,12 +248,13 @@ def test_sersal_simulated_small_model_beats_its_teacher(tmp_path: Path) -> None:
     assert results["oracle_recovery"] > 0.85
     assert table["tuned_llm"] is None and "simulated" in results["loops"][0]["notes"][0]
     assert results["tuned_llm_kept"] is None  # nothing was tuned: neither kept nor set aside
-    for name in ("results.json", "samples.jsonl", "report.html", "auc.png", "calibration.png", "loops.png"):
+    for name in ("results.json", "samples.jsonl", "report.html", "auc.png", "roc.png", "calibration.png", "loops.png"):
         assert (tmp_path / "run" / name).is_file(), name
     sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
     assert set(sample) == {"row", "split", "gold", "llm", "small_model", "tuned_llm", "oracle"}  # no patient data
     page = (tmp_path / "run" / "report.html").read_text()
-    assert "SERSAL on" in page and page.count('src="data:image/png;base64,') == 3  # the page stands alone
+    assert "SERSAL on" in page and page.count('src="data:image/png;base64,') == 4  # the page stands alone
+    assert "no calibration curve" not in page and "<dt>clean fraction</dt>" in page
     assert 'src="auc.png"' not in page
 
 
@@ -472,9 +473,10 @@ def test_a_teacher_that_says_nothing_stops_the_run_unless_forced(heart, tmp_path
     from verticals.serval.report import write_report
 
     results = evaluate(run, loops)
-    test = run.rows("test")
-    page = write_report(tmp_path / "forced", results, loops[0].annotations[test], few.labels[test]).read_text()
+    page = write_report(tmp_path / "forced", results).read_text()
     assert page.index("The LLM said little about this table") < page.index("<h2>")  # the report's first words
+    one_bin = "Every one of the 30 test rows got an LLM probability between 0.160 and 0.160"
+    assert one_bin in page and "no calibration curve can be drawn" in page
 
 
 def test_hosted_tuning_instructions_name_the_served_model() -> None:
@@ -511,3 +513,16 @@ def test_scores_carry_bootstrap_intervals_and_the_verdict_says_what_the_rows_can
     assert verdict(results).startswith("The LLM says little about this table (the teacher check failed); the small")
     results["table"] = {"llm_zero_shot": None, "small_model": None}
     assert "no gold labels" in verdict(results)
+
+
+def test_the_report_counts_imputed_values_and_draws_roc_curves_for_every_model(tmp_path: Path) -> None:
+    from verticals.serval import load_dataset
+
+    pima = load_dataset("pima_diabetes")
+    few = pima.subset(np.arange(200))
+    gaps = {c: int(n) for c, n in few.frame.isna().sum().items() if n}
+    assert gaps["Insulin"] > 50  # the file writes 0 for "not measured"; the metadata reads it as missing
+    results = sersal(few, "simulated:auc=0.75", tmp_path / "run", ServalConfig(**FAST), progress=False)
+    assert results["imputed"] == gaps
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert f"Insulin {gaps['Insulin']}" in page and 'alt="ROC curves of each model on the test rows"' in page

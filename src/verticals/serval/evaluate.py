@@ -80,10 +80,19 @@ def evaluate(run: SersalRun, loops: list[LoopRecord]) -> dict[str, Any]:
         "config": run.config.to_dict(), "table": table, "oracle_recovery": recovery,
         "final_loop": final.index, "gate_passed": bool(passed), "loops": per_loop,
         "tuned_llm_kept": None if shown is None else shown in kept,  # None: nothing was tuned
+        "imputed": _imputed(run),
     }
     write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     write_text(run.folder / "samples.jsonl", _samples(run, loops, final, tuned, oracle))
     return results
+
+
+def _imputed(run: SersalRun) -> dict[str, int]:
+    """Values filled in per feature (`missing = "impute"`): the LLM read "not recorded", the small model a median."""
+    if run.data.meta.missing != "impute":
+        return {}
+    gaps = run.data.frame.isna().sum()
+    return {str(column): int(n) for column, n in gaps.items() if n}
 
 
 def _tuned_probs(run: SersalRun, loops: list[LoopRecord], record: LoopRecord) -> np.ndarray | None:

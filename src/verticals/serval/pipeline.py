@@ -55,8 +55,7 @@ def sersal(data: TabularData | str, llm: str, out: str | Path, config: ServalCon
                     force=force)
     loops = run.run()
     results = evaluate(run, loops)
-    test = run.rows("test")
-    write_report(out, results, loops[0].annotations[test], None if table.labels is None else table.labels[test])
+    write_report(out, results)
     return results
 
 
