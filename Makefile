@@ -67,6 +67,7 @@ bench: install
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/dropbp_speed.py
 	$(PY) benchmarks/dropbp_gradient.py
+	$(PY) benchmarks/dropbp_fidelity.py
 	$(PY) benchmarks/sersal.py
 	$(PY) benchmarks/goat.py
 	$(PY) benchmarks/patient.py

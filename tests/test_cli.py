@@ -62,10 +62,15 @@ def test_chat_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> None:
     (["llm", "chat", "-m", "http://127.0.0.1:9/v1", "hi"], "cannot reach"),
     (["finetune", "run", "/no/such/data.jsonl", "--out", "/tmp/unused"], "training data not found"),
     (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "0.95"], "`drop_rate`"),
+    (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "fast"], "or auto, got 'fast'"),
+    (["finetune", "check-dropbp", "/dev/null", "--rates", "0.5,x"], "--rates should be numbers"),
+    (["finetune", "check-dropbp", "/no/such/data.jsonl"], "training data not found"),
+    (["finetune", "check-dropbp", "/dev/null", "--masks", "-1"], "--masks at least 0"),
     (["serval", "run", "no_such_table", "--out", "/tmp/unused"], "unknown dataset 'no_such_table'"),
     (["serval", "run", "/no/such.csv", "--out", "/tmp/unused"], "no metadata for /no/such.csv"),
     (["serval", "run", "heart_failure", "--out", "/tmp/unused", "--llm", "simulated:auc=2"], "auc should be"),
     (["serval", "run", "heart_failure", "--out", "/tmp/unused", "--loops", "0"], "`loops`"),
+    (["serval", "run", "heart_failure", "--out", "/tmp/unused", "--drop-rate", "half"], "or auto, got 'half'"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli(*args, tmp_path=tmp_path)
@@ -90,6 +95,21 @@ def test_finetune_then_chat_with_the_adapter(tiny_model_dir: Path, tmp_path: Pat
     reply = run_cli("llm", "chat", "-m", str(tiny_model_dir), "--adapter", str(out), "--max-tokens", "3", "Hi",
                     tmp_path=tmp_path)
     assert reply.returncode == 0, reply.stderr
+
+
+def test_check_dropbp_prints_the_fidelity_table_and_the_rate_auto_would_choose(tiny_model_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    data = tmp_path / "chats.jsonl"
+    chats = [{"messages": [{"role": "user", "content": f"Is fever number {i} a symptom?"},
+                           {"role": "assistant", "content": "Yes." if i % 2 else "No."}]} for i in range(8)]
+    data.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    result = run_cli("finetune", "check-dropbp", str(data), "-m", str(tiny_model_dir), "--batches", "2", "--masks",
+                     "1", "--rates", "0.25,0.5", "--batch-size", "2", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["drop", "rate", "cos"] and lines[1].split()[0] == "0.250"
+    assert lines[3].startswith("auto: ")
+    assert "2 batches with 1 masks per rate: 10 forward and backward passes" in lines[4]
 
 
 def test_serval_lists_datasets_and_runs_a_study(tmp_path: Path) -> None:

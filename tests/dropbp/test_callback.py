@@ -91,3 +91,10 @@ def test_uniform_linear_warmup_rates_grow(tmp_path: Path) -> None:
     assert all(np.allclose(r, r[0]) for r in recorder.rates)  # uniform across branches
     np.testing.assert_allclose(controller.rates, 0.6)
     assert not any(recorder.masks[0])  # rate 0 at step 0: nothing dropped
+
+
+def test_auto_measures_before_the_first_step_and_trains_at_the_rate_it_chose(tmp_path: Path) -> None:
+    controller, recorder, _ = _train(tmp_path, drop_rate="auto", min_cosine=-1.0)  # any rate passes: the highest
+    assert controller.fidelity is not None and controller.fidelity.chosen == 0.75
+    assert recorder.rates[0].tolist() == [0.75] * 4  # set by the callback before the first step's forward
+    assert controller.sensitivities is None  # uniform: the check measured it, no sensitivity pass was paid

@@ -307,3 +307,22 @@ def test_the_tuning_door_copies_weights_and_puts_adapters_on(tiny_model_dir: Pat
     assert not served.tunable
     with pytest.raises(LLMError, match="not tunable here"):
         served.copy_for_tuning()
+
+
+def test_auto_checks_fidelity_first_trains_at_its_choice_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = FinetuneConfig(steps=40, batch_size=4, lr=1e-3, warmup_steps=0, drop_rate="auto", probe_batches=1)
+    result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "auto", config, progress=False)
+    check = json.loads((tmp_path / "auto" / "dropbp_check.json").read_text())
+    chosen = check["chosen"]
+    assert [r["rate"] for r in check["rates"]] == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]
+    assert chosen == max([r["rate"] for r in check["rates"] if r["cosine_low"] >= 0.9], default=0.0)
+    assert result.drop_rates == [chosen] * 4 and result.dropbp.startswith("auto: ")
+    log = [json.loads(line) for line in (tmp_path / "auto" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["calibration"] > 0 and not any("calibration" in e for e in log[1:])  # measured once, at the start
+
+
+def test_auto_leaves_a_run_too_short_to_repay_its_check_without_dropbp(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = FinetuneConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=0)  # auto is the default
+    assert config.drop_rate == "auto"
+    result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "short", config, progress=False)
+    assert result.drop_rates is None and "3 steps are too few to repay the fidelity check" in result.dropbp

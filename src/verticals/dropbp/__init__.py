@@ -10,6 +10,10 @@ Example:
     >>> controller = dropbp.apply(model, drop_rate=0.5)                # doctest: +SKIP
     >>> controller.calibrate(lambda b: model(**b).loss, probe_batches)  # doctest: +SKIP
     >>> controller.remove()                                            # doctest: +SKIP
+
+Before a run, on your own model and batches: how faithful is the DropBP gradient at each rate?
+    >>> print(dropbp.check_fidelity(controller, loss_fn, batches).table())   # doctest: +SKIP
+    >>> dropbp.apply(model, drop_rate="auto")   # measures at calibrate(), then trains at the rate chosen
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from verticals.dropbp.allocation import allocate, measure_sensitivity
     from verticals.dropbp.branch import Branch
     from verticals.dropbp.callback import DropBPCallback
+    from verticals.dropbp.fidelity import GRID, MIN_COSINE, Fidelity, RateFidelity, check_fidelity, expected_cosine
     from verticals.dropbp.model import DropBP, apply, find_branches
 
 _LAZY = {
@@ -30,13 +35,20 @@ _LAZY = {
     "measure_sensitivity": "verticals.dropbp.allocation",
     "Branch": "verticals.dropbp.branch",
     "DropBPCallback": "verticals.dropbp.callback",
+    "GRID": "verticals.dropbp.fidelity",
+    "MIN_COSINE": "verticals.dropbp.fidelity",
+    "Fidelity": "verticals.dropbp.fidelity",
+    "RateFidelity": "verticals.dropbp.fidelity",
+    "check_fidelity": "verticals.dropbp.fidelity",
+    "expected_cosine": "verticals.dropbp.fidelity",
     "DropBP": "verticals.dropbp.model",
     "apply": "verticals.dropbp.model",
     "find_branches": "verticals.dropbp.model",
 }
 
-__all__ = ["Branch", "DropBP", "DropBPCallback", "DropBPConfig", "DropBPError", "allocate", "apply",
-           "find_branches", "measure_sensitivity"]
+__all__ = ["GRID", "MIN_COSINE", "Branch", "DropBP", "DropBPCallback", "DropBPConfig", "DropBPError", "Fidelity",
+           "RateFidelity", "allocate", "apply", "check_fidelity", "expected_cosine", "find_branches",
+           "measure_sensitivity"]
 
 
 def __getattr__(name: str) -> Any:

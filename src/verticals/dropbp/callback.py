@@ -3,7 +3,8 @@
 Masks are drawn by the controller before every training forward pass (one per micro-batch);
 the callback advances the drop-rate schedule after each optimizer step and, for sensitivity
 allocation, measures sensitivities at 10% of training (uniform rates until then, as in the paper)
-on the first micro-batches of the training data.
+on the first micro-batches of the training data. With `drop_rate="auto"` it measures before the
+first step (nothing drops until then) and sets the rate the fidelity check chooses.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ class DropBPCallback(TrainerCallback):
                       **kwargs: Any) -> None:
         controller = self.controller
         due = max(1, int(0.1 * state.max_steps)) if state.max_steps else 1
-        if (controller.config.allocation == "sensitivity" and controller.sensitivities is None
-                and state.global_step >= due and train_dataloader is not None):
+        auto = controller.config.auto and controller.fidelity is None
+        sensitivity = (controller.config.allocation == "sensitivity" and controller.sensitivities is None
+                       and not controller.config.auto)  # auto allocates with its check
+        if (auto or sensitivity and state.global_step >= due) and train_dataloader is not None:
             device = next(controller.model.parameters()).device
             with torch.random.fork_rng(devices=[]):  # drawing probe batches must not shift the run's RNG
                 batches = [{k: v.to(device) for k, v in batch.items()}

@@ -23,7 +23,9 @@ class DropBPConfig:
         0.9
     """
 
-    drop_rate: float = field(default=0.5, metadata={"help": "target average drop rate, FLOPs-weighted"})
+    drop_rate: float | str = field(default=0.5, metadata={
+        "help": "target average drop rate, FLOPs-weighted; or 'auto': the highest rate whose gradient stays "
+                "faithful on probe batches (see `verticals.dropbp.check_fidelity`)"})
     allocation: str = field(default="uniform", metadata={"help": "uniform, or sensitivity (measured on probes)"})
     schedule: str = field(default="constant", metadata={"help": "constant, or linear warm-up from 0"})
     warmup_steps: int = field(default=0, metadata={"help": "optimizer steps of the linear warm-up"})
@@ -31,11 +33,17 @@ class DropBPConfig:
     rate_step: float = field(default=0.1, metadata={"help": "grid of the greedy sensitivity allocation"})
     seq_len: int = field(default=512, metadata={"help": "sequence length used to weigh attention FLOPs"})
     seed: int = field(default=0, metadata={"help": "seed of the private mask generator (same on every rank)"})
+    min_cosine: float = field(default=0.9, metadata={
+        "help": "auto: lowest cosine of the expected DropBP gradient with the full gradient it accepts"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.cap < 1:
             raise DropBPError(f"`cap` should be in [0, 1), got {self.cap}")
-        if not 0 <= self.drop_rate <= self.cap:
+        if isinstance(self.drop_rate, str) and self.drop_rate != "auto" or isinstance(self.drop_rate, bool):
+            raise DropBPError(f"`drop_rate` should be a number or 'auto', got {self.drop_rate!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise DropBPError(f"`min_cosine` should be in [-1, 1], got {self.min_cosine}")
+        if not self.auto and not 0 <= float(self.drop_rate) <= self.cap:
             raise DropBPError(f"`drop_rate` should be in [0, cap={self.cap}], got {self.drop_rate}: a higher target "
                               "cannot be met when no branch may be dropped more often than the cap")
         if self.allocation not in ALLOCATIONS:
@@ -48,6 +56,16 @@ class DropBPConfig:
             raise DropBPError(f"`rate_step` should be in (0, 1], got {self.rate_step}")
         if self.seq_len < 1:
             raise DropBPError(f"`seq_len` should be positive, got {self.seq_len}")
+
+    @property
+    def auto(self) -> bool:
+        """The rate is chosen by measuring the gradient's fidelity (at calibration); until then nothing drops."""
+        return self.drop_rate == "auto"
+
+    @property
+    def rate(self) -> float:
+        """The numeric target (0 for `auto` before its check)."""
+        return 0.0 if self.auto else float(self.drop_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch import nn
 from verticals.dropbp.allocation import allocate, measure_sensitivity
 from verticals.dropbp.branch import Branch
 from verticals.dropbp.config import DropBPConfig, DropBPError
+from verticals.dropbp.fidelity import Fidelity, check_fidelity, expected_cosine
 
 ATTENTION = ("self_attn", "attn", "attention", "self_attention")
 MLP = ("mlp", "feed_forward", "ffn")
@@ -103,7 +105,8 @@ class DropBP:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.steps_done = 0
         self.sensitivities: np.ndarray | None = None
-        self.target_rates = np.full(len(branches), config.drop_rate)
+        self.target_rates = np.full(len(branches), config.rate)  # auto: 0 until `calibrate` measured
+        self.fidelity: Fidelity | None = None
         self.sampling = True
         for branch in branches:
             branch.attach()
@@ -128,6 +131,12 @@ class DropBP:
     def mask(self) -> np.ndarray:
         """Which branches the last forward pass dropped."""
         return np.array([b.dropped for b in self.branches])
+
+    def predicted_speedup(self, rate: float) -> float:
+        """Step-time speed-up the FLOPs model predicts at a uniform `rate` (the LM head's backward stays)."""
+        from verticals.dropbp.fidelity import _speedups
+
+        return float(_speedups(self, [rate])[0])
 
     def step(self) -> None:
         """One optimizer step done: advance the schedule."""
@@ -160,27 +169,54 @@ class DropBP:
     def resume_sampling(self) -> None:
         self.sampling = True
 
-    def calibrate(self, loss_fn: Callable[[Any], torch.Tensor], batches: Iterable[Any]) -> np.ndarray:
-        """Measure sensitivities on probe batches and set the drop rates from them (greedy, FLOPs budget).
+    def calibrate(self, loss_fn: Callable[[Any], torch.Tensor], batches: Iterable[Any]) -> np.ndarray | None:
+        """Set the drop rates from probe batches; returns the sensitivities measured (None if none were).
+
+        With a numeric `drop_rate`: measure sensitivities and allocate per-branch rates from them
+        (greedy, FLOPs budget). With `drop_rate="auto"`: first measure the gradient's fidelity at each
+        rate of `GRID` (one backward pass per rate and batch, `check_fidelity`) and take the highest
+        rate whose expected gradient keeps a cosine of `min_cosine` or more with the full gradient on
+        every batch (0: DropBP stays off), uniform; then, only with `allocation="sensitivity"`,
+        allocate by sensitivity at that rate, kept when its expected gradient is at least as faithful.
 
         `loss_fn(batch)` runs the model and returns a scalar loss. Gradients are zeroed afterwards.
-        Under `torch.distributed`, sensitivities are averaged over ranks so every rank allocates alike.
+        Under `torch.distributed`, sensitivities are averaged over ranks and `auto` takes the lowest
+        cosines over ranks, so every rank chooses the same rates.
         """
+        batches = list(batches)
+        target = self.config.rate
+        if self.config.auto:
+            found = check_fidelity(self, loss_fn, batches, masks=0, min_cosine=self.config.min_cosine,
+                                   seed=self.config.seed)
+            lows = _lowest_over_ranks([r.cosine_low for r in found.rates])  # every rank must choose alike
+            good = [r.rate for r, low in zip(found.rates, lows) if low >= self.config.min_cosine]
+            self.fidelity = replace(found, chosen=max(good) if good else 0.0)
+            target = self.fidelity.chosen
+            self.target_rates = np.full(len(self.branches), target)
+            if self.config.allocation != "sensitivity" or target == 0:
+                return None
         was_sampling = self.sampling
         try:
-            self.sensitivities = measure_sensitivity(self, loss_fn, list(batches))
+            self.sensitivities = measure_sensitivity(self, loss_fn, batches)
         finally:
             self.set_mask([False] * len(self.branches))
             self.sampling = was_sampling
-        self.target_rates = allocate(self.sensitivities, self.flops, self.config.drop_rate, cap=self.config.cap,
-                                     step=self.config.rate_step, seed=self.config.seed)
+        allocated = allocate(self.sensitivities, self.flops, target, cap=self.config.cap,
+                             step=self.config.rate_step, seed=self.config.seed)
+        if self.fidelity is not None:
+            uniform = next(r.cosine_low for r in self.fidelity.rates if r.rate == target)
+            allocated_cosine = expected_cosine(self, loss_fn, batches, allocated, seed=self.config.seed)
+            if _lowest_over_ranks([allocated_cosine])[0] < uniform:
+                return self.sensitivities  # by sensitivity the gradient would be less faithful: uniform it stays
+        self.target_rates = allocated
         return self.sensitivities
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue with the same rates and masks."""
         return {"steps_done": self.steps_done, "target_rates": self.target_rates.tolist(),
                 "sensitivities": None if self.sensitivities is None else self.sensitivities.tolist(),
-                "generator": self.generator.get_state().tolist(), "config": self.config.to_dict()}
+                "generator": self.generator.get_state().tolist(), "config": self.config.to_dict(),
+                "fidelity": None if self.fidelity is None else self.fidelity.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["target_rates"]) != len(self.branches):
@@ -190,6 +226,7 @@ class DropBP:
         self.target_rates = np.array(state["target_rates"], dtype=float)
         self.sensitivities = None if state["sensitivities"] is None else np.array(state["sensitivities"])
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.fidelity = Fidelity.from_dict(state["fidelity"]) if state.get("fidelity") else None
 
     def remove(self) -> nn.Module:
         """Take DropBP off the model and return it (a plain model again)."""
@@ -204,6 +241,15 @@ class DropBP:
     def _before_forward(self, module: nn.Module, args: object) -> None:
         if module.training and self.sampling:  # in eval mode branches never drop (see Branch._enter)
             self.sample()
+
+
+def _lowest_over_ranks(values: list[float]) -> list[float]:
+    """`values`, each the lowest over the ranks of a `torch.distributed` run (as they are in one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    shared = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MIN)
+    return shared.tolist()
 
 
 def apply(model: nn.Module, config: DropBPConfig | None = None, **settings: Any) -> DropBP:
@@ -226,8 +272,12 @@ def apply(model: nn.Module, config: DropBPConfig | None = None, **settings: Any)
         >>> dropbp.remove() is model
         True
     """
-    from dataclasses import replace
+    from dataclasses import fields
 
+    unknown = sorted(set(settings) - {f.name for f in fields(DropBPConfig)})
+    if unknown:
+        raise DropBPError(f"unknown DropBP setting {unknown[0]!r}; the settings are "
+                          f"{', '.join(f.name for f in fields(DropBPConfig))}")
     config = replace(config, **settings) if config is not None else DropBPConfig(**settings)
     if getattr(model, "_dropbp", None) is not None:
         raise DropBPError("DropBP is already applied to this model; call .remove() on its controller first")

@@ -25,7 +25,8 @@ def run(
     grad_accum: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 2e-4,
     max_length: Annotated[int, typer.Option(help="longest example, in tokens")] = 512,
-    drop_rate: Annotated[float, typer.Option(help="DropBP target drop rate (0 = off)")] = 0.0,
+    drop_rate: Annotated[str, typer.Option(help="DropBP target drop rate: 0 = off, or auto = the highest rate "
+                                                "whose gradient stays faithful (checked first)")] = "auto",
     drop_allocation: Annotated[str, typer.Option(help="uniform or sensitivity")] = "uniform",
     drop_schedule: Annotated[str, typer.Option(help="constant or linear")] = "constant",
     drop_warmup_steps: Annotated[int, typer.Option(help="steps of the linear drop-rate warm-up")] = 0,
@@ -41,7 +42,8 @@ def run(
     from verticals.llm import open_model, quiet_transformers
 
     config = FinetuneConfig(method=method, steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                            max_length=max_length, drop_rate=drop_rate, drop_allocation=drop_allocation,
+                            max_length=max_length, drop_rate=parse_drop_rate(drop_rate),
+                            drop_allocation=drop_allocation,
                             drop_schedule=drop_schedule, drop_warmup_steps=drop_warmup_steps,
                             save_every=save_every, seed=seed)
     records = read_jsonl(data)  # bad data fails before the model loads
@@ -72,5 +74,66 @@ def run(
     Console(stderr=True).print(
         f"done: {result.steps} steps{world} in {result.seconds:.0f} s, final loss {result.final_loss:.4f}\n"
         f"{left_out}"
+        f"{result.dropbp + chr(10) if result.dropbp else ''}"
         f"chat with it:  verticals llm chat -m {base}{adapter} \"...\"\n"
         f"serve it:      verticals llm serve -m {base}{adapter}", markup=False, highlight=False)
+
+
+def parse_drop_rate(text: str) -> float | str:
+    """`--drop-rate`: a number, or `auto`."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        from verticals.finetune.config import FinetuneError
+
+        raise FinetuneError(f"--drop-rate should be a number (0 turns DropBP off) or auto, got {text!r}") from None
+
+
+@app.command("check-dropbp", epilog="Example: verticals finetune check-dropbp chats.jsonl --model bundled")
+def check_dropbp(
+    data: Annotated[Path, typer.Argument(help="JSONL examples, as for `verticals finetune run`")],
+    model: Annotated[str, typer.Option("--model", "-m", help="bundled or a local model folder")] = "bundled",
+    method: Annotated[str, typer.Option(help="lora or full, as the run would train")] = "lora",
+    adapter_targets: Annotated[str, typer.Option(help="LoRA target modules, comma-separated")] =
+        "q_proj,k_proj,v_proj,o_proj",
+    batch_size: Annotated[int, typer.Option(help="examples per batch")] = 4,
+    max_length: Annotated[int, typer.Option(help="longest example, in tokens")] = 512,
+    batches: Annotated[int, typer.Option(help="batches to measure on (the spread over them is shown)")] = 3,
+    masks: Annotated[int, typer.Option(help="random masks per rate for the kept-branch figure (0 skips it)")] = 2,
+    rates: Annotated[str, typer.Option(help="drop rates to measure, comma-separated")] =
+        "0.125,0.25,0.375,0.5,0.625,0.75",
+    min_cosine: Annotated[float, typer.Option(help="the cosine auto requires on every batch")] = 0.9,
+    seed: Annotated[int, typer.Option(help="seed of batch order, LoRA init and masks")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """How faithful DropBP's gradient is on your model and data, at each drop rate, and the rate auto would choose.
+
+    Cost: BATCHES x (1 + rates x (1 + MASKS)) forward and backward passes (printed at the end).
+    """
+    from verticals.finetune.check import check_dropbp as check
+    from verticals.finetune.config import FinetuneConfig, FinetuneError
+    from verticals.finetune.data import read_jsonl
+    from verticals.llm import open_model, quiet_transformers
+
+    try:
+        grid = tuple(float(r) for r in rates.split(","))
+    except ValueError:
+        raise FinetuneError(f"--rates should be numbers separated by commas, got {rates!r}") from None
+    targets = tuple(t.strip() for t in adapter_targets.split(",") if t.strip())
+    if not targets:
+        raise FinetuneError("--adapter-targets names no module")
+    if masks < 0 or batches < 1:
+        raise FinetuneError(f"--batches should be at least 1 and --masks at least 0, got {batches} and {masks}")
+    if not -1 <= min_cosine <= 1:
+        raise FinetuneError(f"--min-cosine should be in [-1, 1], got {min_cosine}")
+    config = FinetuneConfig(method=method, batch_size=batch_size, max_length=max_length, lora_targets=targets,
+                            lora_dropout=0.0, seed=seed)
+    records = read_jsonl(data)  # bad data fails before the model loads
+    if model.startswith(("http://", "https://")):
+        raise FinetuneError("the check needs local weights: give 'bundled' or a model folder")
+    quiet_transformers()
+    local = open_model(model, device=device, dtype="float32")
+    found = check(local, records, config, batches=batches, masks=masks, rates=grid, min_cosine=min_cosine)
+    print(found.table())  # plain: a table people copy into notes, never wrapped or styled

@@ -39,7 +39,8 @@ class FinetuneConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    drop_rate: float = field(default=0.0, metadata={"help": "DropBP target drop rate; 0 turns DropBP off"})
+    drop_rate: float | str = field(default="auto", metadata={
+        "help": "DropBP target drop rate; 0 turns DropBP off; 'auto' checks the gradient's fidelity first"})
     drop_allocation: str = field(default="uniform", metadata={"help": "uniform or sensitivity"})
     drop_schedule: str = field(default="constant", metadata={"help": "constant or linear"})
     drop_warmup_steps: int = 0
@@ -64,8 +65,11 @@ class FinetuneConfig:
             if not ok:
                 raise FinetuneError(message)
         # DropBP's own checks (rate within the cap, allocation, schedule) before any model is loaded
-        DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
-                     warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
+        try:
+            DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
+                         warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
+        except ValueError as err:  # a DropBPError, said as a setting of this run
+            raise FinetuneError(f"drop rate settings: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,6 +42,7 @@ class FinetuneResult:
     seconds: float
     drop_rates: list[float] | None
     left_out: int = 0  # conversations whose last reply did not fit in max_length (no loss tokens)
+    dropbp: str = ""  # drop_rate="auto": what it measured and chose, in words
 
 
 def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: str | Path,
@@ -90,6 +91,9 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if accelerator.is_main_process:  # the only rank that writes
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
+        if config.drop_rate == "auto" and controller is None and found is None:
+            write_check(out, {"chosen": 0.0, "reason": f"{config.steps} steps are too few to repay the fidelity "
+                                                        "check (see dropbp_check.json in docs/dropbp.md): DropBP off"})
         (out / INPUTS_NAME).write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
     loop = _Loop(config, accelerator, wrapped, network, optimizer, scheduler, controller, examples,
                  tokenizer.pad_token_id or 0, out)
@@ -105,7 +109,7 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
         _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
     model.mark_tuned(_weights_digest(out))  # the same run gives the same mark: its answers can be cached
-    return replace(result, left_out=left_out)
+    return replace(result, left_out=left_out, dropbp=auto_verdict(out))
 
 
 def _weights_digest(out: Path) -> str:
@@ -114,6 +118,26 @@ def _weights_digest(out: Path) -> str:
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:24]
+
+
+#: what `drop_rate="auto"` measured and chose (or why it did not measure), beside the run
+CHECK_NAME = "dropbp_check.json"
+
+
+def write_check(out: Path, check: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CHECK_NAME).write_text(json.dumps(check, indent=2) + "\n")
+
+
+def auto_verdict(out: Path) -> str:
+    """`auto`'s choice in words, read back from the run folder ("" when the run did not use auto)."""
+    file = out / CHECK_NAME
+    if not file.is_file():
+        return ""
+    check = json.loads(file.read_text())
+    if "reason" in check:
+        return f"auto: {check['reason']}"
+    return dropbp.Fidelity.from_dict(check).verdict()
 
 
 #: what a run was trained on: a resumed run must be trained on the same
@@ -192,9 +216,22 @@ def trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
 def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> dropbp.DropBP | None:
     if config.drop_rate == 0:
         return None
-    return dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
-                        schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
-                        seq_len=config.max_length, seed=config.seed)
+    controller = dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
+                              schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
+                              seq_len=config.max_length, seed=config.seed)
+    if controller.config.auto and not repays_its_check(controller, config):
+        controller.remove()
+        return None
+    return controller
+
+
+def repays_its_check(controller: dropbp.DropBP, config: FinetuneConfig) -> bool:
+    """Whether `auto` can save more passes than its fidelity check costs: at the highest rate it may choose,
+    a run of `steps` saves at most steps x (1 - 1 / speed-up) passes; the check costs (1 + rates) per probe
+    batch. A shorter run trains without DropBP, and says so in `dropbp_check.json`."""
+    top = controller.predicted_speedup(max(dropbp.GRID))
+    saved = config.steps * config.grad_accum * (1 - 1 / top)
+    return saved > config.probe_batches * (1 + len(dropbp.GRID))
 
 
 def _lr_lambda(config: FinetuneConfig) -> Callable[[int], float]:
@@ -229,6 +266,8 @@ class _Loop:
         self.optimizer, self.scheduler, self.controller = optimizer, scheduler, controller
         self.examples, self.pad_id, self.out = examples, pad_id, out
         self.calibrate_at = max(1, int(0.1 * config.steps)) if config.drop_allocation == "sensitivity" else None
+        if controller is not None and controller.config.auto:
+            self.calibrate_at = 0  # auto drops nothing until its check has chosen a rate
 
     def run(self, start: int, progress: bool) -> FinetuneResult:
         config, begun = self.config, time.perf_counter()
@@ -240,9 +279,13 @@ class _Loop:
             bar(start)
             for step in range(start, config.steps):
                 calibration = 0.0
-                if step == self.calibrate_at and self.controller is not None and self.controller.sensitivities is None:
-                    bar(0, note=f"measuring the sensitivity of {len(self.controller.branches)} branches")
+                if step == self.calibrate_at and self.controller is not None and not self._calibrated():
+                    bar(0, note="checking DropBP's gradient at each drop rate" if self.controller.config.auto
+                        else f"measuring the sensitivity of {len(self.controller.branches)} branches")
                     calibration = self._calibrate()
+                    if self.controller.fidelity is not None and self.accelerator.is_main_process:
+                        write_check(self.out, self.controller.fidelity.to_dict())
+                        bar(0, note=self.controller.fidelity.verdict())
                 loss, tokens, seconds = self._step(batches)
                 log.write(step + 1, loss, tokens, seconds, calibration)
                 bar(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
@@ -272,6 +315,12 @@ class _Loop:
         if self.controller is not None:
             self.controller.step()
         return total, tokens, time.perf_counter() - begun
+
+    def _calibrated(self) -> bool:
+        assert self.controller is not None
+        if self.controller.config.auto:
+            return self.controller.fidelity is not None
+        return self.controller.sensitivities is not None
 
     def _calibrate(self) -> float:
         """Measure branch sensitivities on probe batches and set the drop rates; returns the seconds it took."""
@@ -314,7 +363,7 @@ class _Log:
         return float(self.rows[-1]["loss"]) if self.rows else math.nan
 
     def write(self, step: int, loss: float, tokens: int, seconds: float, calibration: float = 0.0) -> None:
-        """`elapsed` counts a sensitivity calibration before this step too: it is wall-clock DropBP spends."""
+        """`elapsed` counts a calibration (sensitivity, or auto's check) before this step: wall-clock DropBP spends."""
         self.elapsed += seconds + calibration
         if self.active:
             row = {"step": step, "loss": loss, "tokens": tokens, "seconds": seconds, "elapsed": self.elapsed}

@@ -49,7 +49,8 @@ def run(
     confident_share: Annotated[float, typer.Option(help="share of training rows at each end of the small model's "
                                                         "ranking that teach the LLM")] = 0.25,
     tune_steps: Annotated[int, typer.Option(help="LoRA steps of reverse tuning")] = 60,
-    drop_rate: Annotated[float, typer.Option(help="DropBP rate while reverse-tuning")] = 0.5,
+    drop_rate: Annotated[str, typer.Option(help="DropBP rate while reverse-tuning: a number (0 = off), or auto = "
+                                                "the highest rate whose gradient stays faithful")] = "auto",
     max_unreadable: Annotated[float, typer.Option(help="stop when more than this share of rows get no readable "
                                                        "answer from the LLM (each is counted, given 0.5)")] = 0.1,
     prompts: Annotated[Path | None, typer.Option(help="a prompt template TOML (default: the packaged one)")] = None,
@@ -59,11 +60,17 @@ def run(
                                              "table (the report says so on its first line)")] = False,
 ) -> None:
     """Run (or resume) SERSAL and print the table; results.json, samples.jsonl and report.html go to --out."""
-    from verticals.serval.config import ServalConfig
+    from verticals.serval.config import ServalConfig, ServalError
 
+    if drop_rate.strip().lower() != "auto":
+        try:
+            float(drop_rate)
+        except ValueError:
+            raise ServalError(f"--drop-rate should be a number (0: DropBP off) or auto, got {drop_rate!r}") from None
     config = ServalConfig(loops=loops, annotation=annotation, style=style, targets=targets, small_model=small_model,
                           noisy=noisy, max_rows=max_rows, confident_share=confident_share, tune_steps=tune_steps,
-                          drop_rate=drop_rate, max_unreadable=max_unreadable, seed=seed)
+                          drop_rate="auto" if drop_rate.strip().lower() == "auto" else float(drop_rate),
+                          max_unreadable=max_unreadable, seed=seed)
     from verticals.llm import quiet_transformers
     from verticals.serval.pipeline import sersal
     from verticals.serval.report import table_rows, verdict

@@ -48,7 +48,8 @@ class ServalConfig:
     tune_steps: int = field(default=60, metadata={"help": "LoRA steps of reverse tuning"})
     tune_batch_size: int = 4
     tune_lr: float = 3e-4
-    drop_rate: float = field(default=0.5, metadata={"help": "DropBP rate while reverse-tuning (0 = off)"})
+    drop_rate: float | str = field(default="auto", metadata={
+        "help": "DropBP rate while reverse-tuning (0 = off; auto = the highest rate whose gradient stays faithful)"})
     min_agreement: float = field(default=0.55, metadata={"help": "gate: least small-model vs LLM AUC (check split)"})
     max_unreadable: float = field(default=0.1, metadata={"help": "stop when more than this share of rows get no "
                                                                   "readable answer from the LLM"})
@@ -73,14 +74,13 @@ class ServalConfig:
             (self.tune_steps >= 1, f"`tune_steps` should be at least 1, got {self.tune_steps}"),
             (self.tune_batch_size >= 1, f"`tune_batch_size` should be at least 1, got {self.tune_batch_size}"),
             (self.tune_lr > 0, f"`tune_lr` should be positive, got {self.tune_lr}"),
-            (0 <= self.drop_rate < 1, f"`drop_rate` should be in [0, 1), got {self.drop_rate}"),
             (0.5 <= self.min_agreement < 1, f"`min_agreement` should be in [0.5, 1), got {self.min_agreement}"),
             (0 <= self.max_unreadable < 1, f"`max_unreadable` should be in [0, 1), got {self.max_unreadable}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ServalError(message)
-        if self.drop_rate:  # DropBP's own limits now, not after an hour of annotation
+        if self.drop_rate != 0:  # DropBP's own limits now, not after an hour of annotation
             from verticals.dropbp import DropBPConfig, DropBPError
 
             try:

@@ -72,8 +72,9 @@ def hosted_instructions(file: Path, model_name: str) -> str:
 
 
 def reverse_tune(model: Any, records: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int, lr: float,
-                 drop_rate: float, seed: int, progress: bool = True) -> Path:
-    """LoRA-tune a `LocalModel` on `records` into `out` (resumable: a killed run continues).
+                 drop_rate: float | str, seed: int, progress: bool = True) -> str:
+    """LoRA-tune a `LocalModel` on `records` into `out` (resumable: a killed run continues); returns what
+    DropBP's `auto` measured and chose, in words ("" for a fixed rate).
 
     At most `MAX_EPOCHS` passes over the examples: with few confident rows, more steps only memorise them.
     """
@@ -84,5 +85,5 @@ def reverse_tune(model: Any, records: list[dict[str, Any]], out: Path, *, steps:
     config = FinetuneConfig(method="lora", steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(steps // 10, 1),
                             max_length=max(longest, 64), drop_rate=drop_rate, save_every=max(steps // 4, 1),
                             seed=seed)
-    finetune(model, records, out, config, resume=True, progress=progress)  # continues a killed run, or starts
-    return out
+    result = finetune(model, records, out, config, resume=True, progress=progress)  # continues a killed run
+    return result.dropbp

@@ -217,9 +217,11 @@ class SersalRun:
             self.say(f"loop {record.index}: reverse-tuning the LLM on {len(records)} confident rows "
                      f"(LoRA, DropBP {self.config.drop_rate})")
             fresh = model.copy_for_tuning()  # tuning changes the weights in memory: not the annotator's
-            reverse_tune(fresh, records, partial, steps=self.config.tune_steps, batch_size=self.config.tune_batch_size,
-                         lr=self.config.tune_lr, drop_rate=self.config.drop_rate, seed=self.config.seed,
-                         progress=self.progress)
+            auto = reverse_tune(fresh, records, partial, steps=self.config.tune_steps,
+                                batch_size=self.config.tune_batch_size, lr=self.config.tune_lr,
+                                drop_rate=self.config.drop_rate, seed=self.config.seed, progress=self.progress)
+            if auto:
+                self.say(f"loop {record.index}: {auto}")
             del fresh  # the check below loads the adapter again: do not hold two copies
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
             partial.replace(tuned)
@@ -234,8 +236,9 @@ class SersalRun:
             record.small_probs[check], record.annotations[check], after, seed=self.config.seed).to_dict()))
         self.say(f"loop {record.index}: {record.tuning.reason}")
         if not record.tuning.kept:
-            hint = (f" (DropBP {self.config.drop_rate} was on: on a small model its biased gradient can stop the "
-                    "LLM from learning, see docs/dropbp.md; try --drop-rate 0)") if self.config.drop_rate else ""
+            rate = _dropbp_rate(self.config.drop_rate, tuned)
+            hint = (f" (DropBP {rate} was on: on a small model its biased gradient can stop the "
+                    "LLM from learning, see docs/dropbp.md; try --drop-rate 0)") if rate else ""
             record.notes.append(f"reverse tuning set aside: {record.tuning.reason}{hint}")
 
     def _tuned_annotator(self, adapter: Path) -> LLMAnnotator:
@@ -369,3 +372,11 @@ def _save_model(model: Any, folder: Path) -> None:
         return
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
+
+
+def _dropbp_rate(setting: float | str, tuned: Path) -> float:
+    """The drop rate reverse tuning used: the setting, or what `auto` chose (in the adapter's folder)."""
+    if setting != "auto":
+        return float(setting)
+    check = tuned / "dropbp_check.json"
+    return float(json.loads(check.read_text()).get("chosen", 0.0)) if check.is_file() else 0.0
