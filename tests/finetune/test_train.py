@@ -42,6 +42,19 @@ def test_only_assistant_tokens_carry_loss(tiny_model) -> None:  # type: ignore[n
     assert "fever" not in text
 
 
+def test_a_base_model_learns_the_transcript_it_is_prompted_with(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    tokenizer.chat_template = None  # a base model (Gemma 3 270M's GGUF has none)
+    example = tokenize(CHATS[1], tokenizer, 512)
+    reply = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
+    assert tokenizer.decode(reply) == "Yes." + tokenizer.eos_token
+    start = next(i for i, label in enumerate(example.labels) if label != IGNORE)
+    prompt = tokenizer.decode(example.input_ids[:start])
+    assert prompt == f"user: {CHATS[1]['messages'][0]['content']}\nassistant: "  # as LocalModel prompts a base model
+
+
 def test_left_padding_puts_labels_at_the_right_edge(tiny_model) -> None:  # type: ignore[no-untyped-def]
     examples = [tokenize(r, tiny_model.tokenizer, 512) for r in (CHATS[0], {"text": "a much longer plain text " * 3})]
     batch = collate(examples, 0)

@@ -100,6 +100,8 @@ def example_lengths(model: Any, records: list[dict[str, Any]]) -> list[int]:
 
 def _tokenize_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int],
                                                                           list[tuple[int, int]]]:
+    if not tokenizer.chat_template:
+        return _tokenize_transcript(messages, tokenizer)
     def render(upto: int, generation_prompt: bool) -> list[int]:
         text = tokenizer.apply_chat_template(messages[:upto], add_generation_prompt=generation_prompt, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -132,3 +134,31 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         mask[row, width - n :] = 1
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
+
+
+def _tokenize_transcript(messages: list[dict[str, str]], tokenizer: Any) -> tuple[list[int], list[int],
+                                                                                list[tuple[int, int]]]:
+    """A base model without a chat template: the plain transcript `LocalModel` prompts it with
+    ("user: ...\nassistant: "), tokenised piece by piece so a reply's tokens are exactly its own;
+    a reply ends with the end-of-sequence token, which carries loss (the model learns to stop)."""
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ids: list[int] = []
+    labels: list[int] = []
+    replies = []
+    for message in messages:
+        head = encode(f"{message['role']}: ")
+        ids += head
+        labels += [IGNORE] * len(head)
+        if message["role"] == "assistant":
+            body = encode(message["content"]) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+            replies.append((len(ids), len(ids) + len(body)))
+            ids += body
+            labels += body
+            newline = encode("\n")
+        else:
+            newline = encode(f"{message['content']}\n")
+        ids += newline
+        labels += [IGNORE] * len(newline)
+    return ids, labels, replies

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from verticals.llm._protocol import ErrorResponse
     from verticals.llm._request_limits import RequestLimits
     from verticals.llm.base import GenerationParams, LanguageModel
+    from verticals.llm.bundled import convert_gguf
     from verticals.llm.cache import ResponseCache
     from verticals.llm.cli import quiet_transformers
     from verticals.llm.image_text import cached_reader, images_as_text
@@ -34,6 +35,7 @@ _LAZY = {
     "ErrorResponse": "verticals.llm._protocol",
     "RequestLimits": "verticals.llm._request_limits",
     "GenerationParams": "verticals.llm.base",
+    "convert_gguf": "verticals.llm.bundled",
     "LanguageModel": "verticals.llm.base",
     "ResponseCache": "verticals.llm.cache",
     "quiet_transformers": "verticals.llm.cli",  # for every CLI that loads a model: no transformers chatter
@@ -46,7 +48,8 @@ _LAZY = {
 
 __all__ = ["APIError", "ErrorResponse", "GenerationParams", "LLMError", "LanguageModel", "LocalModel", "Message",
            "ModelLoadError", "OpenAIModel", "RequestLimits", "ResponseCache", "ServerError", "cached_reader",
-           "image_part", "images_as_text", "install_error_handlers", "open_model", "quiet_transformers", "text_of"]
+           "convert_gguf", "image_part", "images_as_text", "install_error_handlers", "open_model", "quiet_transformers",
+           "text_of"]
 
 
 def __getattr__(name: str) -> Any:

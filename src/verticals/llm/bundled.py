@@ -58,6 +58,17 @@ def bundled_checkpoint(cache_dir: Path | None = None) -> Path:
     return target
 
 
+def convert_gguf(gguf: str | Path, target: str | Path) -> Path:
+    """Dequantise a GGUF file (one transformers reads: Llama, Gemma 3, Qwen2, ...) into a float32
+    safetensors folder at `target` that `LocalModel` loads; written whole or not at all."""
+    gguf, target = Path(gguf).expanduser().resolve(), Path(target).expanduser()
+    if not gguf.is_file():
+        raise ModelLoadError(f"no GGUF file at {gguf}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _convert(gguf, target)
+    return target
+
+
 def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,7 +79,8 @@ def _convert(gguf: Path, target: Path) -> None:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise ModelLoadError(f"cannot read the bundled GGUF {gguf}: {err}; reinstall with {INSTALL_HINT}") from err
+            hint = f"; reinstall with {INSTALL_HINT}" if gguf.name == GGUF_NAME else ""
+            raise ModelLoadError(f"cannot read the GGUF {gguf}: {str(err).splitlines()[0]}{hint}") from err
         # the weights are now plain float32: let save_pretrained write them (the ignore: PreTrainedModel does not
         # declare hf_quantizer, it is set at load time, so torch's Module.__getattr__ types it Tensor | Module)
         model.hf_quantizer = None  # type: ignore[assignment]
