@@ -110,10 +110,11 @@ def _head_backward_share(config) -> float:  # type: ignore[no-untyped-def]
     return head / (head + per_token_branches)
 
 
-def speed(quick: bool, methods: tuple[str, ...] = ("lora", "full"), steps: int = 6) -> list[dict]:
+def speed(quick: bool, methods: tuple[str, ...] = ("lora", "full"), steps: int = 6,
+          rates: tuple[float, ...] = (0.0, 0.5, 0.875), heads: bool = True) -> list[dict]:
     steps = 2 if quick else steps
-    plan = [(m, r, "text") for m in methods for r in (0.0, 0.5, 0.875)]
-    if "lora" in methods:
+    plan = [(m, r, "text") for m in methods for r in rates]
+    if "lora" in methods and heads:
         plan += [("lora", 0.0, "all"), ("lora", 0.0, "loss")]
     rows = []
     for method, rate, head in plan:
@@ -274,6 +275,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--methods", default="lora,full", help="speed: lora, full or both")
     parser.add_argument("--steps", type=int, default=6, help="speed: measured steps per row (after one warm-up)")
+    parser.add_argument("--speed-rates", default="0,0.5,0.875",
+                        help="speed: drop rates to time (the first is the base); a list other than the default "
+                             "skips the LM-head rows")
     parser.add_argument("--lora-targets", choices=sorted(LORA_TARGETS), default="all",
                         help="convergence: LoRA on every linear layer (default) or on attention only")
     parser.add_argument("--rates", default="0,0.5", help="convergence: drop rates to train at (the first is the base)")
@@ -291,7 +295,9 @@ def main() -> None:
         print(json.dumps(measure_row(method, float(rate), int(steps), head)))
         return
     if args.part in ("speed", "all"):
-        print(speed_table(speed(args.quick, tuple(args.methods.split(",")), args.steps)))
+        rates = tuple(float(r) for r in args.speed_rates.split(","))
+        print(speed_table(speed(args.quick, tuple(args.methods.split(",")), args.steps, rates,
+                                heads=args.speed_rates == "0,0.5,0.875")))
     if args.part in ("convergence", "all"):
         import tempfile
 
