@@ -22,6 +22,7 @@ from functools import lru_cache
 from importlib import resources
 
 from verticals.patient.config import PatientError
+from verticals.patient.image_refs import image_refs
 from verticals.patient.report import Report, Sentence
 
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
@@ -44,7 +45,6 @@ _CHANGES = ("new", "newly", "stable", "unchanged", "increased", "increasing", "e
             "interval", "persistent", "persists", "redemonstrated", "again seen", "no change", "not changed",
             "previously", "prior", "progressed", "progression", "grown", "growing", "shrunk")
 _CHANGE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(_CHANGES, key=len, reverse=True)) + r")\b")
-_IMAGE = re.compile(r"\bseries\s*(?:#\s*)?(\d+)\s*(?:[,/;]\s*)?(?:image|img|im)\s*(?:#\s*)?(\d+)\b")
 #: sentences longer than this (characters) are read in pieces cut after a comma or semicolon: a report
 #: without full stops is one sentence, and the rules look at every trigger for every finding
 MAX_PIECE = 400
@@ -234,7 +234,7 @@ def _find(sentence: str, lex: Lexicon) -> list[Mention]:
         masked = masked[:s] + "\x00" * (e - s) + masked[e:]
     triggers = [(m.start(), m.end(), context.roles[_key(m.group())]) for m in context.pattern.finditer(masked)]
     ends = [(s, e) for s, e, r in triggers if "end" in r]
-    images = tuple((int(a), int(b)) for a, b in _IMAGE.findall(lower))
+    images = tuple((ref.series, ref.image) for ref in image_refs(lower) if ref.series is not None)
     mentions = []
     for finding, normal, start, end in matches:
         # a descriptor belongs to this finding when no termination and no other finding stands between
