@@ -34,7 +34,8 @@ _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[;:]")
 _SIDES = {"right": "right", "left": "left", "bilateral": "both", "bilaterally": "both", "both": "both",
           "bibasilar": "both", "bibasal": "both"}
 _PLACES = ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe",
-           "upper lobe", "middle lobe", "lower lobe", "lingula", "lingular", "apex", "apices", "apical", "base",
+           "upper lobes", "lower lobes", "upper lobe", "middle lobe", "lower lobe", "lingula", "lingular", "apex",
+           "apices", "apical", "base",
            "bases", "basilar", "basal", "bibasilar", "perihilar", "hilar", "hilum", "retrocardiac", "subpleural",
            "peripheral", "central", "costophrenic", "paratracheal", "subcarinal", "mediastinal", "lobe",
            "segment", "fissure", "rul", "rml", "rll", "lul", "lll")

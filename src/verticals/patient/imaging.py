@@ -1,0 +1,211 @@
+"""The image a patient has: a picture from a patient portal (PNG, JPEG) or a CT series from the CD
+the hospital hands out (DICOM: one file, or a folder of one or more series).
+
+Only what a viewer needs leaves a DICOM file: the pixels (in Hounsfield units for CT), the series
+and image numbers reports cite, the slice position for ordering and the modality. Names, IDs,
+dates, institutions and every other tag are never read into the result, so they cannot reach the
+page, an answer or a log. CT is shown through the usual windows (center, width in HU), by the DICOM
+standard's linear function (PS3.3 C.11.2.1.2.1).
+
+Example:
+    >>> study = read_images("cd/DICOM/series3")                       # doctest: +SKIP
+    >>> png = study.png(study.index_of(3, 45), "lung")                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from verticals.patient.config import PatientError
+
+#: center and width in Hounsfield units, as radiology viewers preset them
+WINDOWS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
+MAX_FILES = 2000  # slices in one folder: a chest CT series has a few hundred
+MAX_FILE_BYTES = 64 * 2**20
+MAX_PIXELS = 4096 * 4096  # per slice or picture
+PICTURES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One image: its series and image (instance) numbers, its position along the body (mm), its pixels."""
+
+    series: int | None
+    image: int | None
+    position: float | None
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Study:
+    """The slices, ordered by series, then position (or image number), and their modality ("picture"
+    for a PNG or JPEG)."""
+
+    slices: tuple[Slice, ...]
+    modality: str
+
+    @property
+    def hounsfield(self) -> bool:
+        """CT pixels are Hounsfield units: the windows apply."""
+        return self.modality == "CT"
+
+    @property
+    def series(self) -> list[int]:
+        return sorted({s.series for s in self.slices if s.series is not None})
+
+    def index_of(self, series: int | None, image: int) -> int | None:
+        """Where the report's "series 3, image 45" is (series None: the first series that has that image)."""
+        for index, one in enumerate(self.slices):
+            if one.image == image and (series is None or one.series == series):
+                return index
+        return None
+
+    def png(self, index: int, window: str | None = None) -> bytes:
+        """Slice `index` as an 8-bit PNG; CT through `window` (default mediastinum)."""
+        from PIL import Image
+
+        if not 0 <= index < len(self.slices):
+            raise PatientError(f"there is no slice {index}: the study has {len(self.slices)}")
+        pixels = self.slices[index].pixels
+        if self.hounsfield:
+            name = window or "mediastinum"
+            if name not in WINDOWS:
+                raise PatientError(f"unknown window {name!r}; the windows are {', '.join(WINDOWS)}")
+            grey = apply_window(pixels, *WINDOWS[name])
+        elif pixels.dtype == np.uint8:
+            grey = pixels
+        else:  # another modality: stretch its own range
+            low, high = float(pixels.min()), float(pixels.max())
+            grey = apply_window(pixels, (low + high) / 2, max(high - low, 1.0))
+        out = io.BytesIO()
+        Image.fromarray(grey).save(out, format="PNG")  # no text chunks: nothing but pixels
+        return out.getvalue()
+
+
+def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """8-bit grey values by the DICOM linear window: below center - 0.5 - (width - 1) / 2 black, above
+    center - 0.5 + (width - 1) / 2 white, a straight line between."""
+    if width < 1:
+        raise PatientError(f"a window's width must be at least 1, got {width}")
+    x = values.astype(np.float64)
+    scaled = ((x - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+    scaled = np.where(x <= center - 0.5 - (width - 1) / 2, 0.0, scaled)
+    scaled = np.where(x > center - 0.5 + (width - 1) / 2, 255.0, scaled)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def read_images(path: str | Path) -> Study:
+    """A picture, a DICOM file, or a folder of DICOM files (other files in it are skipped).
+
+    Raises:
+        PatientError: nothing readable, too many or too large files, a compressed DICOM without a
+            decoder, or slices of different sizes in one series.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if len(files) > MAX_FILES:
+            raise PatientError(f"{path} holds {len(files)} files; a folder of at most {MAX_FILES} slices is read")
+        slices, modalities = [], set()
+        for file in files:
+            if not _is_dicom(file):
+                continue
+            one, modality = _dicom_slice(file)
+            slices.append(one)
+            modalities.add(modality)
+        if not slices:
+            raise PatientError(f"{path} holds no DICOM file")
+        if len(modalities) > 1:
+            raise PatientError(f"{path} mixes modalities ({', '.join(sorted(modalities))}); give one study")
+        return Study(_ordered(slices), modalities.pop())
+    if not path.is_file():
+        raise PatientError(f"image not found: {path}")
+    if _is_dicom(path):
+        one, modality = _dicom_slice(path)
+        return Study((one,), modality)
+    if path.suffix.lower() in PICTURES:
+        return Study((Slice(None, None, None, _picture(path.read_bytes(), path.name)),), "picture")
+    raise PatientError(f"{path.name} is neither a PNG or JPEG picture nor a DICOM file")
+
+
+def read_picture(data: bytes, name: str = "upload") -> Study:
+    """A PNG or JPEG given as bytes (an upload)."""
+    return Study((Slice(None, None, None, _picture(data, name)),), "picture")
+
+
+def _picture(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_FILE_BYTES:
+        raise PatientError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("PNG", "JPEG"):
+                raise PatientError(f"{name} is a {image.format} image; give a PNG or JPEG")
+            if image.width * image.height > MAX_PIXELS:
+                raise PatientError(f"{name} is {image.width} x {image.height} pixels; at most {MAX_PIXELS:,} are read")
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise PatientError(f"{name} cannot be read as a picture: {err}") from None
+
+
+def _is_dicom(file: Path) -> bool:
+    with file.open("rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _dicom_slice(file: Path) -> tuple[Slice, str]:
+    """The pixels and the few tags a viewer needs; nothing else is kept."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if file.stat().st_size > MAX_FILE_BYTES:
+        raise PatientError(f"{file.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    try:
+        data = pydicom.dcmread(file)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
+        raise PatientError(f"{file.name} cannot be read as DICOM: {str(err).splitlines()[0]}") from None
+    rows, columns = int(data.get("Rows", 0)), int(data.get("Columns", 0))
+    if "PixelData" not in data or rows * columns == 0:
+        raise PatientError(f"{file.name} holds no image")
+    if rows * columns > MAX_PIXELS:
+        raise PatientError(f"{file.name} is {columns} x {rows} pixels; at most {MAX_PIXELS:,} are read")
+    try:
+        raw = data.pixel_array
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as err:
+        syntax = getattr(getattr(data, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", "unknown")
+        raise PatientError(f"{file.name}: its pixels are stored as {name}, which cannot be decoded here; export "
+                           f"the series uncompressed, or the slice as PNG ({type(err).__name__})") from None
+    if raw.ndim != 2:
+        raise PatientError(f"{file.name} holds {raw.shape} pixels; one greyscale slice per file is read")
+    modality = str(data.get("Modality", "OT"))
+    slope, intercept = float(data.get("RescaleSlope", 1) or 1), float(data.get("RescaleIntercept", 0) or 0)
+    pixels = raw.astype(np.float32) * slope + intercept
+    position = data.get("ImagePositionPatient")
+    z = float(position[2]) if position is not None and len(position) == 3 else None
+    return Slice(_number(data.get("SeriesNumber")), _number(data.get("InstanceNumber")), z, pixels), modality
+
+
+def _number(value: object) -> int | None:
+    try:
+        return int(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _ordered(slices: list[Slice]) -> tuple[Slice, ...]:
+    """By series, then image number (what reports cite), then position; one size per series."""
+    ordered = sorted(slices, key=lambda s: (s.series if s.series is not None else -1,
+                                            s.image if s.image is not None else 10**9,
+                                            s.position if s.position is not None else 0.0))
+    shapes: dict[int | None, tuple[int, ...]] = {}
+    for one in ordered:
+        if shapes.setdefault(one.series, one.pixels.shape) != one.pixels.shape:
+            raise PatientError(f"series {one.series} mixes slice sizes {shapes[one.series]} and {one.pixels.shape}")
+    return tuple(ordered)

@@ -1,0 +1,78 @@
+"""The image beside the report: windows by the DICOM formula, a CT series read in order, identifiers never out."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.patient.dicom_util import SECRETS, ct_series, ct_slice
+from verticals.patient.config import PatientError
+from verticals.patient.imaging import WINDOWS, apply_window, read_images, read_picture
+
+# (window, HU, grey) worked by hand from PS3.3 C.11.2.1.2.1: lung is center -600, width 1500, so black
+# at or below -1350 and white above 149; mediastinum is 40 / 400: black at or below -160, white above 239.
+HAND = [
+    ("lung", -2000, 0), ("lung", -1350, 0), ("lung", -600, 128), ("lung", 0, 230), ("lung", 149, 255),
+    ("lung", 150, 255), ("mediastinum", -160, 0), ("mediastinum", 40, 128), ("mediastinum", 100, 166),
+    ("mediastinum", 239, 255), ("mediastinum", 1000, 255), ("bone", 400, 128), ("bone", -500, 0),
+]
+
+
+@pytest.mark.parametrize(("window", "hu", "grey"), HAND)
+def test_windows_give_the_grey_values_worked_by_hand(window: str, hu: int, grey: int) -> None:
+    assert int(apply_window(np.array([hu]), *WINDOWS[window])[0]) == grey
+
+
+def test_a_series_is_read_in_order_and_a_cited_image_is_found(tmp_path: Path) -> None:
+    study = read_images(ct_series(tmp_path / "cd"))
+    assert study.modality == "CT" and study.series == [3]
+    assert [(s.series, s.image) for s in study.slices] == [(3, 44), (3, 45), (3, 46)]
+    assert study.index_of(3, 45) == 1 and study.index_of(None, 46) == 2 and study.index_of(4, 45) is None
+    first = study.slices[0].pixels
+    assert first[0, 0] == -1000 and first[0, -1] == 1000  # stored + rescale intercept: Hounsfield units
+    grey = np.asarray(Image.open(io.BytesIO(study.png(0, "lung"))))
+    assert grey.shape == (16, 16) and grey[0, 0] == 60 and grey[0, -1] == 255  # -1000 HU: (-399.5 / 1499 + 0.5) x 255
+
+
+def test_identifiers_in_the_tags_never_reach_the_result_the_pictures_or_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    study = read_images(ct_series(tmp_path / "cd"))
+    shown = repr(study) + repr(study.slices) + "".join(study.png(i, w).decode("latin-1")
+                                                       for i in range(3) for w in WINDOWS)
+    for secret in SECRETS:
+        assert secret not in shown and secret not in caplog.text, secret
+
+
+def test_a_picture_from_a_portal(tmp_path: Path) -> None:
+    picture = tmp_path / "ct.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(picture)
+    study = read_images(picture)
+    assert study.modality == "picture" and not study.hounsfield
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(study.png(0)))), np.arange(64).reshape(8, 8))
+    gif = io.BytesIO()
+    Image.new("L", (4, 4)).save(gif, format="GIF")
+    with pytest.raises(PatientError, match="is a GIF image; give a PNG or JPEG"):
+        read_picture(gif.getvalue(), "scan.gif")
+
+
+def test_what_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PatientError, match="holds no DICOM file"):
+        read_images(tmp_path / "empty")
+    with pytest.raises(PatientError, match="image not found"):
+        read_images(tmp_path / "absent.dcm")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(PatientError, match="neither a PNG or JPEG picture nor a DICOM file"):
+        read_images(tmp_path / "notes.txt")
+    packed = ct_slice(tmp_path / "jpeg.dcm", np.zeros((8, 8), dtype=np.int16), series=1, image=1, z=0.0,
+                      transfer_syntax="1.2.840.10008.1.2.4.70")  # JPEG Lossless, its bytes not JPEG at all
+    with pytest.raises(PatientError, match="cannot be decoded here; export the series uncompressed"):
+        read_images(packed)
+    with pytest.raises(PatientError, match="unknown window 'soft'"):
+        read_images(ct_series(tmp_path / "cd")).png(0, "soft")
