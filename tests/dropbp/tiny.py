@@ -25,6 +25,8 @@ ARCHS = {
                ("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm")),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {}, "model.layers",
              ("input_layernorm", "self_attn"), ("post_attention_layernorm", "mlp")),
+    # a parallel block: one norm feeds attention and MLP (it sits in the attention branch)
+    "phi": ("PhiConfig", "PhiForCausalLM", {}, "model.layers", ("input_layernorm", "self_attn"), ("mlp",)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", None, "transformer.h", ("ln_1", "attn"), ("ln_2", "mlp")),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,8 @@ def test_a_base_model_learns_the_transcript_it_is_prompted_with(tiny_model) -> N
     reply = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
     assert tokenizer.decode(reply) == "Yes." + tokenizer.eos_token
     start = next(i for i, label in enumerate(example.labels) if label != IGNORE)
-    prompt = tokenizer.decode(example.input_ids[:start])
-    assert prompt == f"user: {CHATS[1]['messages'][0]['content']}\nassistant: "  # as LocalModel prompts a base model
+    prompt = f"user: {CHATS[1]['messages'][0]['content']}\nassistant: "  # as LocalModel prompts a base model
+    assert example.input_ids[:start] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def test_left_padding_puts_labels_at_the_right_edge(tiny_model) -> None:  # type: ignore[no-untyped-def]
@@ -323,12 +324,13 @@ def test_the_tuning_door_copies_weights_and_puts_adapters_on(tiny_model_dir: Pat
 
 
 def test_auto_checks_fidelity_first_trains_at_its_choice_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = FinetuneConfig(steps=40, batch_size=4, lr=1e-3, warmup_steps=0, drop_rate="auto", probe_batches=1)
+    config = FinetuneConfig(steps=150, batch_size=4, lr=1e-3, warmup_steps=0, drop_rate="auto", probe_batches=1,
+                            save_every=150)  # long enough to repay the check on this tiny model
     result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "auto", config, progress=False)
     check = json.loads((tmp_path / "auto" / "dropbp_check.json").read_text())
     chosen = check["chosen"]
     assert [r["rate"] for r in check["rates"]] == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]
-    assert chosen == max([r["rate"] for r in check["rates"] if r["cosine_low"] >= 0.9], default=0.0)
+    assert chosen > 0 and chosen == max(r["rate"] for r in check["rates"] if r["cosine_low"] >= 0.9)
     assert result.drop_rates == [chosen] * 4 and result.dropbp.startswith("auto: ")
     log = [json.loads(line) for line in (tmp_path / "auto" / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["calibration"] > 0 and not any("calibration" in e for e in log[1:])  # measured once, at the start
@@ -339,3 +341,19 @@ def test_auto_leaves_a_run_too_short_to_repay_its_check_without_dropbp(tiny_mode
     assert config.drop_rate == "auto"
     result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "short", config, progress=False)
     assert result.drop_rates is None and "3 steps are too few to repay the fidelity check" in result.dropbp
+    assert json.loads((tmp_path / "short" / "dropbp_check.json").read_text())["chosen"] == 0.0
+
+
+def test_auto_trains_a_model_dropbp_cannot_fit_without_it(tiny_model_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from verticals import dropbp
+
+    def no_branches(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise dropbp.DropBPError("cannot find decoder layers in ToyModel")
+
+    monkeypatch.setattr(dropbp, "apply", no_branches)
+    config = FinetuneConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=0)
+    result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "auto", config, progress=False)
+    assert result.drop_rates is None and "DropBP does not fit this model (cannot find decoder layers" in result.dropbp
+    with pytest.raises(FinetuneError, match="DropBP cannot be applied to this model"):  # a rate asked for: refused
+        finetune(fresh(tiny_model_dir), CHATS, tmp_path / "fixed", replace(config, drop_rate=0.5), progress=False)

@@ -92,10 +92,17 @@ def measure_sensitivity(controller: DropBP, loss_fn: Callable[[Any], torch.Tenso
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        shared = torch.tensor(total, dtype=torch.float64)
+        shared = torch.tensor(total, dtype=torch.float64, device=collective_device())
         torch.distributed.all_reduce(shared)
-        total = shared.numpy() / torch.distributed.get_world_size()
+        total = shared.cpu().numpy() / torch.distributed.get_world_size()
     return total
+
+
+def collective_device() -> torch.device:
+    """Where a tensor must be for the process group's collectives (NCCL takes only CUDA tensors)."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 class _GradientGates:

@@ -271,13 +271,19 @@ class _GradientScaler:
     """While active and `keep` is set, each branch's share of the backward pass is scaled by its keep
     probability: at the output of the branch's last module, so its parameters and the gradient it
     sends back into the residual stream are scaled once (a module whose output feeds another module
-    of the same branch, like a pre-norm, is inside the branch and left alone)."""
+    of the same branch, like a pre-norm, is inside the branch and left alone).
+
+    In a parallel block (Phi-1/2, GPT-J, Falcon) one norm feeds both branches and belongs to the
+    attention branch: DropBP cuts the MLP's path back through it whenever attention is dropped, so
+    that path is scaled by both keep probabilities: the MLP's input from the other branch's module
+    passes through an identity whose backward multiplies by that branch's keep probability."""
 
     def __init__(self, controller: DropBP) -> None:
         self.branches, self.model = controller.branches, controller.model
         self.keep: np.ndarray | None = None
         self._inside: set[int] = set()  # id of modules whose output stays inside their branch
         self._outputs: dict[int, int] = {}  # id(output tensor) -> id(module), for the current forward
+        self._branch_of = {id(m): index for index, b in enumerate(self.branches) for m in b.modules}
         self._alive: list[torch.Tensor] = []  # the outputs above, kept alive so their ids are not reused
         self._handles: list[Any] = []
 
@@ -286,6 +292,8 @@ class _GradientScaler:
         for index, branch in enumerate(self.branches):
             members = {id(m) for m in branch.modules}
             for module in branch.modules:
+                self._handles.append(module.register_forward_pre_hook(
+                    lambda module, args, kwargs, index=index: self._crossing(args, kwargs, index), with_kwargs=True))
                 self._handles.append(module.register_forward_hook(
                     lambda module, args, kwargs, output, index=index, members=members:
                     self._seen(module, (args, kwargs), output, index, members), with_kwargs=True))
@@ -315,6 +323,24 @@ class _GradientScaler:
                 me = self._outputs[id(tensor)] = id(module)
                 self._alive.append(tensor)
                 tensor.register_hook(lambda grad, index=index, me=me: self._scale(grad, index, me))
+
+    def _crossing(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  index: int) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Inputs made by a module of another branch get that branch's keep probability on their way back."""
+        if self.keep is None:
+            return None
+        keep = self.keep
+
+        def through(value: Any) -> Any:
+            source = self._outputs.get(id(value)) if isinstance(value, torch.Tensor) else None
+            other = None if source is None else self._branch_of.get(source)
+            if other is None or other == index or not value.requires_grad:
+                return value
+            passed = value.view_as(value)
+            passed.register_hook(lambda grad, k=float(keep[other]): grad * k)
+            return passed
+
+        return tuple(through(a) for a in args), {k: through(v) for k, v in kwargs.items()}
 
     def _scale(self, grad: torch.Tensor, index: int, module: int) -> torch.Tensor | None:
         if self.keep is None or module in self._inside:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from verticals.dropbp.allocation import allocate, measure_sensitivity
+from verticals.dropbp.allocation import allocate, collective_device, measure_sensitivity
 from verticals.dropbp.branch import Branch
 from verticals.dropbp.config import DropBPConfig, DropBPError
 from verticals.dropbp.fidelity import Fidelity, check_fidelity, expected_cosine
@@ -189,8 +189,9 @@ class DropBP:
             found = check_fidelity(self, loss_fn, batches, masks=0, min_cosine=self.config.min_cosine,
                                    seed=self.config.seed)
             lows = _lowest_over_ranks([r.cosine_low for r in found.rates])  # every rank must choose alike
-            good = [r.rate for r, low in zip(found.rates, lows) if low >= self.config.min_cosine]
-            self.fidelity = replace(found, chosen=max(good) if good else 0.0)
+            rows = tuple(replace(r, cosine_low=low) for r, low in zip(found.rates, lows))
+            good = [r.rate for r in rows if r.cosine_low >= self.config.min_cosine and r.rate <= self.config.cap]
+            self.fidelity = replace(found, rates=rows, chosen=max(good) if good else 0.0)
             target = self.fidelity.chosen
             self.target_rates = np.full(len(self.branches), target)
             if self.config.allocation != "sensitivity" or target == 0:
@@ -247,9 +248,9 @@ def _lowest_over_ranks(values: list[float]) -> list[float]:
     """`values`, each the lowest over the ranks of a `torch.distributed` run (as they are in one process)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return values
-    shared = torch.tensor(values, dtype=torch.float64)
+    shared = torch.tensor(values, dtype=torch.float64, device=collective_device())
     torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MIN)
-    return shared.tolist()
+    return shared.cpu().tolist()
 
 
 def apply(model: nn.Module, config: DropBPConfig | None = None, **settings: Any) -> DropBP:

@@ -14,14 +14,14 @@ from verticals.finetune.train import micro_batches, trainable
 
 
 def check_dropbp(model: Any, data: str | Path | list[dict[str, Any]], config: FinetuneConfig | None = None, *,
-                 batches: int = 3, masks: int = 2, rates: tuple[float, ...] = dropbp.GRID,
+                 batches: int = 2, masks: int = 2, rates: tuple[float, ...] = dropbp.GRID,
                  min_cosine: float = dropbp.MIN_COSINE) -> dropbp.Fidelity:
     """Measure DropBP's gradient against the full gradient on `batches` micro-batches of `data`, as
     `finetune(model, data, ..., config)` would train them (LoRA per `config`, at its initialisation).
 
     The cost is `batches` x (1 + len(rates) x (1 + masks)) forward and backward passes. `model` (a
-    `LocalModel`) gets LoRA adapters in place, as `finetune` would give it; their B matrices start at
-    zero, so its answers do not change.
+    `LocalModel`) is left as it is: the check runs on a fresh copy of its weights (open it with
+    `lazy=True` and only the copy is ever loaded).
 
     Raises:
         FinetuneError: bad data, or no example that fits `config.max_length`.
@@ -31,6 +31,7 @@ def check_dropbp(model: Any, data: str | Path | list[dict[str, Any]], config: Fi
 
     config = config or FinetuneConfig()
     records = data if isinstance(data, list) else read_jsonl(data)
+    model = model.copy_for_tuning()
     examples = [e for e in (tokenize(r, model.tokenizer, config.max_length) for r in records) if e.has_loss]
     if not examples:
         raise FinetuneError(f"none of the {len(records)} examples fits in max_length {config.max_length} with its "

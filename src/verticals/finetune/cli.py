@@ -100,7 +100,8 @@ def check_dropbp(
         "q_proj,k_proj,v_proj,o_proj",
     batch_size: Annotated[int, typer.Option(help="examples per batch")] = 4,
     max_length: Annotated[int, typer.Option(help="longest example, in tokens")] = 512,
-    batches: Annotated[int, typer.Option(help="batches to measure on (the spread over them is shown)")] = 3,
+    batches: Annotated[int, typer.Option(help="batches to measure on (the spread over them is shown); a run's "
+                                             "auto measures on 2")] = 2,
     masks: Annotated[int, typer.Option(help="random masks per rate for the kept-branch figure (0 skips it)")] = 2,
     rates: Annotated[str, typer.Option(help="drop rates to measure, comma-separated")] =
         "0.125,0.25,0.375,0.5,0.625,0.75",
@@ -129,11 +130,11 @@ def check_dropbp(
     if not -1 <= min_cosine <= 1:
         raise FinetuneError(f"--min-cosine should be in [-1, 1], got {min_cosine}")
     config = FinetuneConfig(method=method, batch_size=batch_size, max_length=max_length, lora_targets=targets,
-                            lora_dropout=0.0, seed=seed)
+                            seed=seed)  # as `finetune run` would train: what its auto would see
     records = read_jsonl(data)  # bad data fails before the model loads
     if model.startswith(("http://", "https://")):
         raise FinetuneError("the check needs local weights: give 'bundled' or a model folder")
     quiet_transformers()
-    local = open_model(model, device=device, dtype="float32")
+    local = open_model(model, device=device, dtype="float32", lazy=True)  # the check loads its own copy
     found = check(local, records, config, batches=batches, masks=masks, rates=grid, min_cosine=min_cosine)
     print(found.table())  # plain: a table people copy into notes, never wrapped or styled

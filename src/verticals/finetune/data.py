@@ -148,17 +148,19 @@ def _tokenize_transcript(messages: list[dict[str, str]], tokenizer: Any) -> tupl
     labels: list[int] = []
     replies = []
     for message in messages:
-        head = encode(f"{message['role']}: ")
+        if message["role"] != "assistant":  # one piece, as the prompt's transcript is tokenised
+            turn = encode(f"{message['role']}: {message['content']}\n")
+            ids += turn
+            labels += [IGNORE] * len(turn)
+            continue
+        head = encode("assistant: ")
+        body = encode(message["content"]) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
         ids += head
         labels += [IGNORE] * len(head)
-        if message["role"] == "assistant":
-            body = encode(message["content"]) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
-            replies.append((len(ids), len(ids) + len(body)))
-            ids += body
-            labels += body
-            newline = encode("\n")
-        else:
-            newline = encode(f"{message['content']}\n")
+        replies.append((len(ids), len(ids) + len(body)))
+        ids += body
+        labels += body
+        newline = encode("\n")
         ids += newline
         labels += [IGNORE] * len(newline)
     return ids, labels, replies

@@ -77,7 +77,7 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     model.mark_tuned(f"in progress {uuid.uuid4().hex}")  # from here on the weights in memory change
     accelerator = _accelerator(model.model, unused_parameters=config.drop_rate != 0)
     network = trainable(model.model, config)
-    controller = _apply_dropbp(network, config)
+    controller, off = _apply_dropbp(network, config)
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
@@ -91,9 +91,8 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
     if accelerator.is_main_process:  # the only rank that writes
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
-        if config.drop_rate == "auto" and controller is None and found is None:
-            write_check(out, {"chosen": 0.0, "reason": f"{config.steps} steps are too few to repay the fidelity "
-                                                        "check (see dropbp_check.json in docs/dropbp.md): DropBP off"})
+        if off and found is None:
+            write_check(out, {"chosen": 0.0, "reason": off})
         (out / INPUTS_NAME).write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
     loop = _Loop(config, accelerator, wrapped, network, optimizer, scheduler, controller, examples,
                  tokenizer.pad_token_id or 0, out)
@@ -109,12 +108,17 @@ def finetune(model: Any, data: str | Path | list[dict[str, Any]], output_dir: st
         _export(network, tokenizer, out)
     accelerator.wait_for_everyone()
     model.mark_tuned(_weights_digest(out))  # the same run gives the same mark: its answers can be cached
-    return replace(result, left_out=left_out, dropbp=auto_verdict(out))
+    return replace(result, left_out=left_out, dropbp=auto_verdict(out) if config.drop_rate == "auto" else "")
 
 
 def _weights_digest(out: Path) -> str:
+    """The exported weights' digest; a rank that cannot see them (another node, no shared disk) gets a
+    mark of its own, so its cache never mixes with another run's."""
+    files = sorted(out.glob("*.safetensors"))
+    if not files:
+        return f"unseen {uuid.uuid4().hex}"
     digest = hashlib.sha256()
-    for file in sorted(out.glob("*.safetensors")):
+    for file in files:
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:24]
@@ -213,24 +217,32 @@ def trainable(network: nn.Module, config: FinetuneConfig) -> nn.Module:
         return get_peft_model(network, lora)
 
 
-def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> dropbp.DropBP | None:
+def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> tuple[dropbp.DropBP | None, str]:
+    """The DropBP controller (None: off), and why `auto` turned it off ("" otherwise)."""
     if config.drop_rate == 0:
-        return None
-    controller = dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
-                              schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
-                              seq_len=config.max_length, seed=config.seed)
+        return None, ""
+    try:
+        controller = dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
+                                  schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
+                                  seq_len=config.max_length, seed=config.seed)
+    except dropbp.DropBPError as err:
+        if config.drop_rate != "auto":
+            raise FinetuneError(f"DropBP cannot be applied to this model: {err}") from None
+        return None, f"DropBP does not fit this model ({err}): off"  # asked for nothing in particular
     if controller.config.auto and not repays_its_check(controller, config):
         controller.remove()
-        return None
-    return controller
+        return None, (f"{config.steps} steps are too few to repay the fidelity check even at the lowest rate "
+                      "(docs/dropbp.md): DropBP off")
+    return controller, ""
 
 
 def repays_its_check(controller: dropbp.DropBP, config: FinetuneConfig) -> bool:
-    """Whether `auto` can save more passes than its fidelity check costs: at the highest rate it may choose,
-    a run of `steps` saves at most steps x (1 - 1 / speed-up) passes; the check costs (1 + rates) per probe
-    batch. A shorter run trains without DropBP, and says so in `dropbp_check.json`."""
-    top = controller.predicted_speedup(max(dropbp.GRID))
-    saved = config.steps * config.grad_accum * (1 - 1 / top)
+    """Whether `auto` is sure to save more passes than its fidelity check costs should any rate pass: at the
+    lowest rate of the grid a run of `steps` saves steps x (1 - 1 / speed-up) passes; the check costs
+    (1 + rates) per probe batch. A shorter run trains without DropBP (it might have paid off at a higher
+    rate, but the check cannot know before it runs), and says so in `dropbp_check.json`."""
+    low = controller.predicted_speedup(min(dropbp.GRID))
+    saved = config.steps * config.grad_accum * (1 - 1 / low)
     return saved > config.probe_batches * (1 + len(dropbp.GRID))
 
 
