@@ -19,6 +19,14 @@ def write_text(file: Path, text: str) -> None:
     os.replace(tmp, file)
 
 
+def write_bytes(file: Path, data: bytes) -> None:
+    """Write `data` to `file` through a temporary name and a rename."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, file)
+
+
 def write_json(file: Path, value: Any) -> None:
     """Write `value` as indented JSON with sorted keys (readable, and the same bytes for the same value)."""
     write_text(file, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -76,3 +76,26 @@ def test_what_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
         read_images(packed)
     with pytest.raises(PatientError, match="unknown window 'soft'"):
         read_images(ct_series(tmp_path / "cd")).png(0, "soft")
+
+
+def test_the_cli_shows_the_slice_a_report_cites_and_says_nothing_of_the_patient(tmp_path: Path) -> None:
+    from tests.test_cli import run_cli
+
+    cd = ct_series(tmp_path / "cd" / "DICOM")
+    report = tmp_path / "report.txt"
+    report.write_text("FINDINGS: A 6 mm nodule in the right upper lobe (image 45 of series 3). Old rib fracture.\n")
+    shown = run_cli("patient", "image", str(tmp_path / "cd"), "--report", str(report), "--window", "lung",
+                    "--out", str(tmp_path / "slice.png"), tmp_path=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "series 3, image 45 (2 of 3, lung window)" in shown.stdout
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "slice.png")),
+                          np.asarray(Image.open(io.BytesIO(read_images(cd).png(1, "lung")))))
+    for secret in SECRETS:
+        assert secret not in shown.stdout + shown.stderr
+    missing = run_cli("patient", "image", str(cd), "--series", "3", "--image", "99", "--out",
+                      str(tmp_path / "x.png"), tmp_path=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: no image 99 in series 3 here (series: 3; images 44-46)"
+    drawn = run_cli("patient", "diagram", str(report), "--out", str(tmp_path / "chest.svg"), tmp_path=tmp_path)
+    assert drawn.returncode == 0 and "right upper lobe: lung nodule" in drawn.stdout
+    assert "rib fracture: not in the chest drawing" in drawn.stdout and (tmp_path / "chest.svg").is_file()

@@ -59,6 +59,87 @@ def explain(
                        "Ask your care team what the report means for you.", style="dim"))
 
 
+@app.command(epilog="Example: verticals patient diagram report.txt --out chest.svg")
+def diagram(
+    report: Annotated[Path, typer.Argument(help="the report: a .txt file or a PDF with text")],
+    out: Annotated[Path | None, typer.Option(help="write the chest diagram (SVG) here, its parts lit")] = None,
+) -> None:
+    """Where the report's findings are: the lobes, pleura, heart and mediastinum they name, on a chest diagram."""
+    from verticals.patient.anatomy import anatomy
+    from verticals.patient.anatomy import diagram as place
+    from verticals.patient.report import load_report
+
+    found = place(load_report(report))
+    names = anatomy().parts
+    console = Console(highlight=False)
+    if not found.spots:
+        console.print(Text("The report places no finding it says is there (or may be there) in the chest."))
+    for part, certainty in found.parts.items():
+        here = sorted({s.finding for s in found.spots if s.part == part})
+        console.print(Text.assemble((names[part], _LOOK[certainty]), f": {', '.join(here)}",
+                                    " (the report says this may be there)" if certainty == "uncertain" else ""))
+    for missing in found.unplaced:
+        where = "not in the chest drawing" if missing.why == "elsewhere" else "the report does not say where"
+        console.print(Text(f"{missing.finding}: {where}", style="dim"))
+    if out is not None:
+        from verticals.files import write_text
+
+        if out.is_dir():
+            from verticals.patient.config import PatientError
+
+            raise PatientError(f"--out {out} is a folder; give a file name ending in .svg")
+        write_text(out, found.svg())
+        console.print(Text(f"diagram: {out}"))
+
+
+@app.command(epilog="Example: verticals patient image cd/DICOM --report report.txt --window lung --out slice.png")
+def image(
+    path: Annotated[Path, typer.Argument(help="a PNG or JPEG, a DICOM file, or a folder of DICOM files (one CD)")],
+    out: Annotated[Path, typer.Option(help="the PNG to write")],
+    window: Annotated[str, typer.Option(help="for CT: lung, mediastinum or bone")] = "mediastinum",
+    series: Annotated[int | None, typer.Option(help="the series a report cites")] = None,
+    number: Annotated[int | None, typer.Option("--image", help="the image number a report cites")] = None,
+    report: Annotated[Path | None, typer.Option(help="a report: show the first image it cites")] = None,
+) -> None:
+    """Show one slice: the one a report cites ("series 3, image 45"), or the middle one. Names and IDs in
+    the DICOM tags are never read."""
+    from verticals.files import write_bytes
+    from verticals.patient.config import PatientError
+    from verticals.patient.image_refs import image_refs
+    from verticals.patient.imaging import WINDOWS, read_images
+    from verticals.patient.report import load_report
+
+    if window not in WINDOWS:
+        raise PatientError(f"--window should be one of {', '.join(WINDOWS)}, got {window!r}")
+    if report is not None and number is None:
+        refs = image_refs(load_report(report).text)
+        if not refs:
+            raise PatientError(f"{report.name} cites no image (such as \"series 3, image 45\")")
+        series, number = refs[0].series, refs[0].image
+    study = read_images(path)
+    if number is None:
+        index = len(study.slices) // 2
+    else:
+        found = study.index_of(series, number)
+        if found is None:
+            have = ", ".join(str(s) for s in study.series) or "none"
+            raise PatientError(f"no image {number}{f' in series {series}' if series is not None else ''} here "
+                               f"(series: {have}; images {_span(study)})")
+        index = found
+    if out.is_dir():
+        raise PatientError(f"--out {out} is a folder; give a file name ending in .png")
+    write_bytes(out, study.png(index, window if study.hounsfield else None))
+    shown = study.slices[index]
+    label = f"series {shown.series}, image {shown.image}" if shown.image is not None else "the picture"
+    Console(highlight=False).print(Text(f"{label} ({index + 1} of {len(study.slices)}"
+                                        f"{', ' + window + ' window' if study.hounsfield else ''}): {out}"))
+
+
+def _span(study: object) -> str:
+    numbers = [s.image for s in study.slices if s.image is not None]  # type: ignore[attr-defined]
+    return f"{min(numbers)}-{max(numbers)}" if numbers else "unnumbered"
+
+
 @app.command(epilog="Example: verticals patient ask report.txt \"What does ground-glass mean?\" --model none")
 def ask(
     report: Annotated[Path, typer.Argument(help="the report: a .txt file or a PDF with text")],
