@@ -99,3 +99,28 @@ def test_the_cli_shows_the_slice_a_report_cites_and_says_nothing_of_the_patient(
     drawn = run_cli("patient", "diagram", str(report), "--out", str(tmp_path / "chest.svg"), tmp_path=tmp_path)
     assert drawn.returncode == 0 and "right upper lobe: lung nodule" in drawn.stdout
     assert "rib fracture: not in the chest drawing" in drawn.stdout and (tmp_path / "chest.svg").is_file()
+
+
+def test_what_pydicom_says_while_reading_reaches_no_warning_and_no_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import pydicom
+
+    file = ct_series(tmp_path / "cd") / "IM0000"
+    real = pydicom.dcmread
+
+    def chatty(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # as pydicom does for a malformed value: a warning and a log line that quote it
+        warnings.warn("Invalid value for VR PN: 'Doe^Jane'", UserWarning, stacklevel=2)
+        logging.getLogger("pydicom").warning("Invalid value for VR LO: 'MRN-99887766'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", chatty)
+    caplog.set_level(logging.DEBUG)
+    study = read_images(file)
+    assert study.slices[0].image == 46
+    said = caplog.text + " ".join(str(w.message) for w in recwarn)
+    for secret in SECRETS:
+        assert secret not in said, secret

@@ -49,6 +49,35 @@ def test_generated_reads_never_get_a_5xx(base_url: str, case: Any) -> None:
     check(case, base_url)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=st.one_of(cases(SCHEMA, "/api/image/info", "POST"), cases(SCHEMA, "/api/image/render", "POST")))
+def test_generated_image_requests_never_get_a_5xx(base_url: str, case: Any) -> None:
+    check(case, base_url)
+
+
+@pytest.fixture(scope="module")
+def slice_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from tests.patient.dicom_util import ct_series
+
+    return (ct_series(tmp_path_factory.mktemp("cd")) / "IM0000").read_bytes()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_dicom_slice_damaged_anywhere_gets_an_answer_or_a_400(base_url: str, slice_bytes: bytes,
+                                                                  data: st.DataObject) -> None:
+    damaged = bytearray(slice_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        at = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(damaged)))
+    route = data.draw(st.sampled_from(["/api/image/info", "/api/image/render?window=lung"]))
+    response = httpx.post(base_url + route, content=bytes(damaged[:cut]), timeout=30)
+    assert response.status_code in (200, 400), (response.status_code, response.text[:200])
+    if response.status_code == 400:
+        assert response.json()["error"]["code"] == "invalid_image"
+
+
 def _raw(url: str, head: bytes) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     conn = socket.create_connection((host, int(port)), timeout=10)

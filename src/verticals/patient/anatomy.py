@@ -20,7 +20,7 @@ from importlib import resources
 
 from verticals.patient.config import PatientError
 from verticals.patient.findings import PRESENT, UNCERTAIN, Mention, lexicon, report_mentions
-from verticals.patient.report import Report
+from verticals.patient.report import Report, Sentence
 
 _SVG = "{http://www.w3.org/2000/svg}"
 _SIDES = {"right": ("right",), "left": ("left",), "both": ("right", "left")}
@@ -133,11 +133,12 @@ def where(mention: Mention, region: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def diagram(report: Report) -> Diagram:
-    """The report's present and uncertain findings placed on the chest diagram."""
+def diagram(report: Report, read: list[tuple[Sentence, list[Mention]]] | None = None) -> Diagram:
+    """The report's present and uncertain findings placed on the chest diagram (`read`: the report's
+    mentions, when the caller has them already)."""
     findings = lexicon().findings
     spots, unplaced = [], []
-    for sentence, mentions in report_mentions(report):
+    for sentence, mentions in read if read is not None else report_mentions(report):
         for mention in mentions:
             if mention.certainty not in (PRESENT, UNCERTAIN):
                 continue

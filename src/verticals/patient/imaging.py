@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ MAX_FILES = 2000  # slices in one folder: a chest CT series has a few hundred
 MAX_FILE_BYTES = 64 * 2**20
 MAX_PIXELS = 4096 * 4096  # per slice or picture
 PICTURES = (".png", ".jpg", ".jpeg")
+DEFLATED = b"1.2.840.10008.1.2.1.99"  # the Deflated Explicit VR Little Endian transfer syntax
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def read_images(path: str | Path) -> Study:
         for file in files:
             if not _is_dicom(file):
                 continue
-            one, modality = _dicom_slice(file)
+            one, modality = _dicom_slice(file, file.name)
             slices.append(one)
             modalities.add(modality)
         if not slices:
@@ -125,7 +128,7 @@ def read_images(path: str | Path) -> Study:
     if not path.is_file():
         raise PatientError(f"image not found: {path}")
     if _is_dicom(path):
-        one, modality = _dicom_slice(path)
+        one, modality = _dicom_slice(path, path.name)
         return Study((one,), modality)
     if path.suffix.lower() in PICTURES:
         return Study((Slice(None, None, None, _picture(path.read_bytes(), path.name)),), "picture")
@@ -135,6 +138,16 @@ def read_images(path: str | Path) -> Study:
 def read_picture(data: bytes, name: str = "upload") -> Study:
     """A PNG or JPEG given as bytes (an upload)."""
     return Study((Slice(None, None, None, _picture(data, name)),), "picture")
+
+
+def read_upload(data: bytes, name: str = "the file") -> Study:
+    """One uploaded file's bytes: a DICOM slice, or a PNG or JPEG picture."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        one, modality = _dicom_slice(data, name)
+        return Study((one,), modality)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
+        return read_picture(data, name)
+    raise PatientError(f"{name} is neither a DICOM file nor a PNG or JPEG picture")
 
 
 def _picture(data: bytes, name: str) -> np.ndarray:
@@ -159,31 +172,49 @@ def _is_dicom(file: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _dicom_slice(file: Path) -> tuple[Slice, str]:
-    """The pixels and the few tags a viewer needs; nothing else is kept."""
+def _dicom_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
+    """The pixels and the few tags a viewer needs; nothing else is kept. pydicom's warnings and log
+    lines quote tag values (a malformed name, say), so they are silenced while it reads."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _read_slice(source, name)
+        except PatientError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a malformed file trips the parser anywhere: say so, in one line
+            raise PatientError(f"{name} cannot be read as DICOM ({type(err).__name__})") from None
+
+
+def _read_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if file.stat().st_size > MAX_FILE_BYTES:
-        raise PatientError(f"{file.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PatientError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    head = source[:4096] if isinstance(source, bytes) else source.open("rb").read(4096)
+    if DEFLATED in head:  # inflated whole on reading: a small file could become gigabytes
+        raise PatientError(f"{name} is a deflated DICOM file, which is not read here; export it uncompressed")
     try:
-        data = pydicom.dcmread(file)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-        raise PatientError(f"{file.name} cannot be read as DICOM: {str(err).splitlines()[0]}") from None
+        data = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PatientError(f"{name} cannot be read as DICOM: {why}") from None
     rows, columns = int(data.get("Rows", 0)), int(data.get("Columns", 0))
     if "PixelData" not in data or rows * columns == 0:
-        raise PatientError(f"{file.name} holds no image")
+        raise PatientError(f"{name} holds no image")
     if rows * columns > MAX_PIXELS:
-        raise PatientError(f"{file.name} is {columns} x {rows} pixels; at most {MAX_PIXELS:,} are read")
+        raise PatientError(f"{name} is {columns} x {rows} pixels; at most {MAX_PIXELS:,} are read")
     try:
         raw = data.pixel_array
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as err:
         syntax = getattr(getattr(data, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", "unknown")
-        raise PatientError(f"{file.name}: its pixels are stored as {name}, which cannot be decoded here; export "
+        stored = getattr(syntax, "name", "unknown")
+        raise PatientError(f"{name}: its pixels are stored as {stored}, which cannot be decoded here; export "
                            f"the series uncompressed, or the slice as PNG ({type(err).__name__})") from None
     if raw.ndim != 2:
-        raise PatientError(f"{file.name} holds {raw.shape} pixels; one greyscale slice per file is read")
+        raise PatientError(f"{name} holds {raw.shape} pixels; one greyscale slice per file is read")
     modality = str(data.get("Modality", "OT"))
     slope, intercept = float(data.get("RescaleSlope", 1) or 1), float(data.get("RescaleIntercept", 0) or 0)
     pixels = raw.astype(np.float32) * slope + intercept

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,12 +34,14 @@ from verticals.patient.answer import Answer, answer_stream, check_question
 from verticals.patient.compose import Notice
 from verticals.patient.config import PatientError
 from verticals.patient.examples import examples
+from verticals.patient.imaging import WINDOWS, Study, read_upload
 from verticals.patient.report import read_report
 from verticals.patient.themes import themes
 from verticals.patient.web.schemas import (
     ExampleList,
     ExampleOut,
     ExampleSummary,
+    ImageInfo,
     QuestionIn,
     ReportIn,
     ReportView,
@@ -52,7 +54,7 @@ from verticals.patient.web.view import report_view
 log = logging.getLogger("verticals.patient.web")
 STATIC = resources.files("verticals.patient.web") / "static"
 #: what the page may load and run: only its own files; no inline script, no framing, no plugins
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 #: suggested questions shown per theme
 SUGGESTIONS = 3
@@ -151,8 +153,11 @@ def read(body: ReportIn) -> dict[str, Any]:
     return report_view(_read(body.text))
 
 
-@router.post("/upload", response_model=ReportView, openapi_extra={"requestBody": {
-    "required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+_BINARY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/upload", response_model=ReportView, openapi_extra=_BINARY)
 async def upload(request: Request) -> dict[str, Any]:
     """A `.txt` or `.pdf` file's bytes as the body; read in memory, never written anywhere. A PDF is
     read in a child process with a deadline, one at a time (`upload.py`)."""
@@ -171,6 +176,45 @@ async def upload(request: Request) -> dict[str, Any]:
     else:
         text = _upload_text(data)
     return await run_in_threadpool(lambda: report_view(_read(text, param="file")))
+
+
+@router.post("/image/info", response_model=ImageInfo, openapi_extra=_BINARY)
+async def image_info(request: Request) -> dict[str, Any]:
+    """One image file's bytes (a DICOM slice, or a PNG or JPEG): what the viewer needs to order and label
+    it. Names, IDs and dates in DICOM tags are never read; nothing is kept."""
+    study = await _image(request)
+    one = study.slices[0]
+    height, width = one.pixels.shape
+    return {"kind": "picture" if study.modality == "picture" else "dicom", "modality": study.modality,
+            "series": one.series, "image": one.image, "position": one.position, "width": width, "height": height,
+            "windows": list(WINDOWS) if study.hounsfield else []}
+
+
+@router.post("/image/render", response_class=Response, openapi_extra=_BINARY,
+             responses={200: {"content": {"image/png": {}}, "description": "the slice as a PNG"}})
+async def image_render(request: Request, window: Literal["lung", "mediastinum", "bone"] = "mediastinum") -> Response:
+    """One image file's bytes, drawn as a PNG: CT through the `window` asked for."""
+    study = await _image(request)
+    png = await run_in_threadpool(study.png, 0, window if study.hounsfield else None)
+    return Response(png, media_type="image/png")
+
+
+async def _image(request: Request) -> Study:
+    data = await request.body()
+    if not data:
+        raise APIError(400, "The request has no file in it.", param="file", code="invalid_image")
+
+    def read() -> Study:
+        try:
+            return read_upload(data)
+        except PatientError as err:
+            raise APIError(400, _sentence(str(err)), param="file", code="invalid_image") from err
+        except Exception as err:  # noqa: BLE001 - a malformed file, whatever the parser trips on: the client's
+            log.info("request=%s image unreadable: %s", request.state.request_id, type(err).__name__)
+            raise APIError(400, "The file cannot be read as a DICOM slice or a picture.", param="file",
+                           code="invalid_image") from err
+
+    return await run_in_threadpool(read)
 
 
 @router.post("/answer", responses={200: {"content": {"application/x-ndjson": {}},
@@ -270,8 +314,8 @@ def _route(scope: Scope) -> str:
     """The method and path, cut to known ones: anything else a client sends (its text) is not logged."""
     method = scope["method"] if scope["method"] in ("GET", "HEAD", "POST", "OPTIONS") else "(other)"
     path = str(scope.get("path", ""))
-    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/openapi.json",
-             "/static/app.js", "/static/app.css")
+    known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/api/image/info",
+             "/api/image/render", "/openapi.json", "/static/app.js", "/static/app.css")
     if path in known:
         return f"{method} {path}"
     return f"{method} {'/api/examples/{id}' if path.startswith('/api/examples/') else '(other path)'}"

@@ -59,6 +59,14 @@ class Span(BaseModel):
     end: int
 
 
+class ImageCitation(BaseModel):
+    series: int | None = Field(description="the series cited; null when the sentence names only an image")
+    image: int
+    last: int | None = Field(description="the last image of a cited range")
+    start: int = Field(description="offset of the citation in the sentence")
+    end: int
+
+
 class SentenceView(BaseModel):
     index: int
     section: str
@@ -66,6 +74,39 @@ class SentenceView(BaseModel):
     end: int
     nodes: list[dict[str, Any]] = Field(description="the sentence's text as nested marks: {text} leaves, "
                                                     "{kind: finding|term, ..., children}")
+    images: list[ImageCitation] = Field(description="the images this sentence cites (series 3, image 45)")
+
+
+class SpotOut(BaseModel):
+    part: str
+    finding: str
+    sentence: int
+    certainty: Literal["present", "uncertain"]
+
+
+class UnplacedOut(BaseModel):
+    finding: str
+    sentence: int
+    why: Literal["no place", "elsewhere"]
+
+
+class DiagramOut(BaseModel):
+    svg: str = Field(description="the chest diagram (our own drawing) with the named parts lit")
+    parts: dict[str, Literal["present", "uncertain"]] = Field(description="lit part -> strongest claim")
+    names: dict[str, str] = Field(description="part -> its name in plain words")
+    spots: list[SpotOut]
+    unplaced: list[UnplacedOut]
+
+
+class ImageInfo(BaseModel):
+    kind: Literal["dicom", "picture"]
+    modality: str
+    series: int | None
+    image: int | None
+    position: float | None
+    width: int
+    height: int
+    windows: list[str] = Field(description="the CT windows this image can be shown through (none for a picture)")
 
 
 class TermOut(BaseModel):
@@ -92,3 +133,4 @@ class ReportView(BaseModel):
     terms: dict[str, TermOut]
     findings: list[FindingOut]
     notices: list[NoticeOut]
+    diagram: DiagramOut

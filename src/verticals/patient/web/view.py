@@ -7,12 +7,15 @@ A sentence's marks are properly nested: where a finding and a glossary term only
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from verticals.patient.anatomy import anatomy, diagram
 from verticals.patient.compose import notices_for
 from verticals.patient.findings import Mention, claims_of, report_mentions
 from verticals.patient.glossary import glossary
-from verticals.patient.report import Report
+from verticals.patient.image_refs import image_refs
+from verticals.patient.report import Report, Sentence
 from verticals.patient.themes import themes
 from verticals.patient.urgency import urgent_findings
 
@@ -32,7 +35,8 @@ def report_view(report: Report) -> dict[str, Any]:
             terms[term.term] = {"term": term.term, "definition": term.definition}
             marks.append((start, end, {"kind": "term", "term": term.term}))
         sentences.append({"index": sentence.index, "section": sentence.section, "start": sentence.start,
-                          "end": sentence.end, "nodes": nest(sentence.text, marks)})
+                          "end": sentence.end, "nodes": nest(sentence.text, marks),
+                          "images": [asdict(ref) for ref in image_refs(sentence.text)]})
     names = {m.finding: m.name for m in mentions}
     urgent = urgent_findings(mentions)
     notices = notices_for(themes()["off_topic"], [], urgent, unsure=False)
@@ -44,7 +48,16 @@ def report_view(report: Report) -> dict[str, Any]:
         "findings": [{"finding": f, "name": names[f], "certainty": c, "urgent": any(m.finding == f for m in urgent)}
                      for f, c in claims_of(mentions).items()],
         "notices": [{"kind": n.kind, "text": n.text} for n in notices if n.kind.startswith("urgent")],
+        "diagram": _diagram(report, read),
     }
+
+
+def _diagram(report: Report, read: list[tuple[Sentence, list[Mention]]]) -> dict[str, Any]:
+    found = diagram(report, read)
+    return {"svg": found.svg(), "parts": found.parts, "names": anatomy().parts,
+            "spots": [{"part": s.part, "finding": s.finding, "sentence": s.sentence, "certainty": s.certainty}
+                      for s in found.spots],
+            "unplaced": [{"finding": u.finding, "sentence": u.sentence, "why": u.why} for u in found.unplaced]}
 
 
 def _headings(report: Report) -> list[dict[str, int]]:
