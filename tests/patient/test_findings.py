@@ -56,6 +56,20 @@ def test_descriptors_stay_with_their_finding() -> None:
         "spiculated_nodule", "spiculated mass", ("2.3 x 1.5 cm",), ("lul",), ("increased",))
 
 
+@pytest.mark.parametrize(("sentence", "side", "places"), [
+    # a verb between a finding and its place ends a negation's reach, not the place's
+    ("Mild centrilobular emphysema is present in both upper lobes.", "both", ("upper lobes",)),
+    ("A 4 mm nodule is seen in the right upper lobe.", "right", ("right upper lobe",)),
+    # a place just before a clause break is still its finding's (it was dropped as "nearer" to the break)
+    ("A 4 mm nodule in the right upper lobe; no effusion.", "right", ("right upper lobe",)),
+    ("Nodule in the left lower lobe, unchanged.", "left", ("left lower lobe",)),
+])
+def test_a_place_after_a_verb_or_before_a_break_stays_with_its_finding(sentence: str, side: str,
+                                                                        places: tuple[str, ...]) -> None:
+    first = find_mentions(sentence)[0]
+    assert (first.side, first.places) == (side, places)
+
+
 @pytest.mark.parametrize(("sentence", "urgent"), [
     ("Large right pneumothorax.", True),
     ("Tiny apical pneumothorax.", False),

@@ -50,6 +50,9 @@ _CHANGE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(_CHANGES, 
 #: without full stops is one sentence, and the rules look at every trigger for every finding
 MAX_PIECE = 400
 _JOIN = re.compile(r"\band\b|,|;|\bwith\b|\bwhile\b")
+#: terminations that end a trigger's reach but not a descriptor's: the verb between a finding and its place
+_VERB_ENDS = frozenset({"is seen", "are seen", "is present", "are present", "is noted", "are noted", "again noted",
+                        "there is", "there are", "now"})
 #: how far (in words) a side, place, size or change word may sit from the finding it describes
 _NEAR = 8
 
@@ -238,8 +241,10 @@ def _find(sentence: str, lex: Lexicon) -> list[Mention]:
     images = tuple((ref.series, ref.image) for ref in image_refs(lower) if ref.series is not None)
     mentions = []
     for finding, normal, start, end in matches:
-        # a descriptor belongs to this finding when no termination and no other finding stands between
-        barriers = ends + [(s, e) for s, e in taken if (s, e) != (start, end)]
+        # a descriptor belongs to this finding when no clause break and no other finding stands between
+        # ("emphysema is present in both upper lobes": the verb ends a negation's reach, not the place's)
+        others = [(s, e) for s, e in taken if (s, e) != (start, end)]
+        barriers = [(s, e) for s, e in ends if lower[s:e] not in _VERB_ENDS] + others
         if normal:
             certainty, cue = ABSENT, lower[start:end]
         else:
@@ -248,10 +253,10 @@ def _find(sentence: str, lex: Lexicon) -> list[Mention]:
             continue
         mentions.append(Mention(
             finding.id, finding.name, sentence[start:end], start, end, certainty, cue,
-            side=_side(lower, start, end, words, barriers),
-            places=_texts(_near(_PLACE, lower, start, end, words, barriers)),
-            sizes=_texts(_near(_SIZE, lower, start, end, words, barriers)),
-            changes=_texts(_near(_CHANGE, lower, start, end, words, barriers)),
+            side=_side(lower, start, end, words, barriers, others),
+            places=_texts(_near(_PLACE, lower, start, end, words, barriers, others)),
+            sizes=_texts(_near(_SIZE, lower, start, end, words, barriers, others)),
+            changes=_texts(_near(_CHANGE, lower, start, end, words, barriers, others)),
             images=images,
             urgent=certainty != ABSENT and (finding.urgent or _qualified(lower, start, finding.urgent_if, words)),
         ))
@@ -286,8 +291,9 @@ def _words_between(words: _Words, start: int, end: int) -> int:
 
 
 def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: _Words,
-          barriers: list[tuple[int, int]]) -> list[re.Match[str]]:
-    """Matches of `pattern` within `_NEAR` words of the finding with no barrier between, nearest first."""
+          barriers: list[tuple[int, int]], others: list[tuple[int, int]]) -> list[re.Match[str]]:
+    """Matches of `pattern` within `_NEAR` words of the finding with no barrier (a clause break or another
+    finding, `others`) between, nearest first; a match nearer to another finding is that one's."""
     found = []
     for match in pattern.finditer(lower):
         if match.start() < end and start < match.end():
@@ -298,10 +304,10 @@ def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: _Wo
         gap = _words_between(words, left, right)
         # a word nearer to another finding describes that one ("4 mm right nodule and 3 mm left nodule")
         nearer = any(_words_between(words, *span) < gap and not _JOIN.search(lower, *span)
-                     for span in _spans_to(match, barriers))
+                     for span in _spans_to(match, others))
         # after "and" or a comma, a word before another finding is that finding's ("nodule and 3 mm ... nodule")
         handed_on = match.start() >= end and bool(_JOIN.search(lower, end, match.start())) and any(
-            b_start >= match.end() for b_start, _ in barriers)
+            b_start >= match.end() for b_start, _ in others)
         if gap <= _NEAR and not nearer and not handed_on:
             found.append((gap, match))
     return [m for _, m in sorted(found, key=lambda pair: pair[0])]
@@ -320,8 +326,9 @@ def _texts(matches: list[re.Match[str]]) -> tuple[str, ...]:
 _SIDE = re.compile(r"\b(?:" + "|".join(_SIDES) + r")\b")
 
 
-def _side(lower: str, start: int, end: int, words: _Words, barriers: list[tuple[int, int]]) -> str:
-    near = _near(_SIDE, lower, start, end, words, barriers)
+def _side(lower: str, start: int, end: int, words: _Words, barriers: list[tuple[int, int]],
+          others: list[tuple[int, int]]) -> str:
+    near = _near(_SIDE, lower, start, end, words, barriers, others)
     return _SIDES[near[0].group()] if near else ""
 
 
