@@ -64,10 +64,11 @@ class Diagram:
                 lit[spot.part] = spot.certainty
         return lit
 
-    def svg(self) -> str:
+    def svg(self, styled: bool = True) -> str:
         """`lobes.svg` with the lit parts marked (class `lit`, or `maybe` for uncertain findings) and
-        each lit part's title saying which findings are there."""
-        return lit_svg(self)
+        each lit part's title saying which findings are there; `styled=False` leaves out the drawing's
+        own `<style>` (a page whose security policy refuses inline styles styles it from its sheet)."""
+        return lit_svg(self, styled)
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,14 @@ def diagram(report: Report, read: list[tuple[Sentence, list[Mention]]] | None = 
     return Diagram(tuple(spots), tuple(unplaced))
 
 
-def lit_svg(found: Diagram) -> str:
+def lit_svg(found: Diagram, styled: bool = True) -> str:
     """The drawing with `found`'s parts marked; built from our own data file, never from report text
     (the titles are set as text nodes, so the report's words cannot become markup)."""
     ET.register_namespace("", _SVG[1:-1])
     root = ET.fromstring(_drawing())
+    if not styled:
+        for style in root.findall(f"{_SVG}style"):
+            root.remove(style)
     lit = found.parts
     names = anatomy().parts
     for element in root.iter(f"{_SVG}path"):

@@ -54,7 +54,7 @@ def report_view(report: Report) -> dict[str, Any]:
 
 def _diagram(report: Report, read: list[tuple[Sentence, list[Mention]]]) -> dict[str, Any]:
     found = diagram(report, read)
-    return {"svg": found.svg(), "parts": found.parts, "names": anatomy().parts,
+    return {"svg": found.svg(styled=False), "parts": found.parts, "names": anatomy().parts,
             "spots": [{"part": s.part, "finding": s.finding, "sentence": s.sentence, "certainty": s.certainty}
                       for s in found.spots],
             "unplaced": [{"finding": u.finding, "sentence": u.sentence, "why": u.why} for u in found.unplaced]}

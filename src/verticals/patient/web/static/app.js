@@ -14,6 +14,10 @@
   const MAX_REPORT_CHARS = 50000;
   const MAX_FILE_BYTES = 2 * 1024 * 1024;
   const SUGGESTIONS_PER_THEME = 3;
+  const MAX_IMAGE_FILES = 2000;
+  const IMAGE_REQUESTS = 4;       // image files read at once
+  const IMAGE_CACHE = 60;         // drawn images kept as object URLs
+  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const CERTAINTY_HIDDEN = {
     present: " (present)",
@@ -52,6 +56,14 @@
     tipCounter: 0,
     flashTimer: null,
     saveUrl: null,
+    images: [],              // [{file, info}] of the opened scan images, in viewing order
+    imageController: null,   // AbortController of the image files being read
+    imageGeneration: 0,      // bumped by a new selection or Clear: late image replies are dropped
+    imageIndex: -1,          // the image shown
+    imageUrls: new Map(),    // `${index}|${window}` -> object URL of its PNG (oldest first)
+    renderController: null,  // AbortController of the image being drawn
+    showGeneration: 0,       // bumped each time another image is asked for
+    imageErrorKind: "",      // what the message in #image-error is about: load, render or jump
   };
 
   // ---------- small helpers ----------
@@ -331,6 +343,33 @@
     return units;
   }
 
+  /** The images a sentence cites, as {series, image} (a range by its first image). */
+  function citedImages(sentence) {
+    const out = [];
+    for (const c of Array.isArray(sentence && sentence.images) ? sentence.images : []) {
+      if (!c || typeof c !== "object" || !Number.isInteger(c.image)) continue;
+      out.push({ series: Number.isInteger(c.series) ? c.series : null, image: c.image });
+    }
+    return out;
+  }
+
+  /** "series 3, image 45", or "image 45" when the report names no series. */
+  function citedName(series, image) {
+    return series == null ? `image ${image}` : `series ${series}, image ${image}`;
+  }
+
+  function capitalise(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  function citeButton(cited) {
+    const button = make("button", "cite-image", `Show ${citedName(cited.series, cited.image)}`);
+    button.type = "button";
+    if (cited.series != null) button.dataset.series = String(cited.series);
+    button.dataset.image = String(cited.image);
+    return button;
+  }
+
   function renderReport(view) {
     const text = typeof view.text === "string" ? view.text : "";
     const units = unitOffsets(text);
@@ -366,6 +405,8 @@
         span.appendChild(document.createTextNode(own));
       }
       fragment.appendChild(span);
+      // outside the sentence's span: its words (and the consistency check above) stay the report's own
+      for (const cited of citedImages(s)) fragment.appendChild(citeButton(cited));
       pos = s.end;
     }
     renderGap(text, pos, text.length, headings, fragment);
@@ -399,6 +440,7 @@
     if (!state.view) return;
     renderReport(state.view);
     renderFindings(state.view.findings);
+    renderDiagram(state.view.diagram);
     el.reportEmpty.hidden = true;
     el.reportView.hidden = false;
     el.legend.hidden = false;
@@ -420,6 +462,7 @@
     el.legend.hidden = true;
     el.findingsSummary.hidden = true;
     el.reportEmpty.hidden = false;
+    clearDiagram();
   }
 
   // ---------- tooltips ----------
@@ -521,6 +564,505 @@
       shown += 1;
     }
     el.citations.hidden = shown === 0;
+  }
+
+  // ---------- the chest diagram ----------
+
+  const hasOwn = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
+  const DROPPED_ELEMENTS = new Set(["style", "script", "foreignobject"]);
+
+  /**
+   * The server's drawing as an <svg> element of this page, or null when it is not a well-formed SVG.
+   * It is parsed as XML, never as HTML; styles and scripts (which the CSP would refuse anyway), event
+   * attributes, style attributes and links out of the drawing are removed before it is shown.
+   */
+  function importDrawing(text) {
+    let doc;
+    try {
+      doc = new DOMParser().parseFromString(text, "image/svg+xml");
+    } catch (_) {
+      return null;
+    }
+    if (!doc || doc.getElementsByTagNameNS("*", "parsererror").length) return null;
+    const root = doc.documentElement;
+    if (!root || root.localName !== "svg" || root.namespaceURI !== SVG_NS) return null;
+    const svg = document.importNode(root, true);
+    for (const node of [svg, ...svg.getElementsByTagName("*")]) {
+      if (node !== svg && DROPPED_ELEMENTS.has(node.localName.toLowerCase())) {
+        node.remove();
+        continue;
+      }
+      for (const attr of Array.from(node.attributes)) {
+        const name = attr.name.toLowerCase();
+        const link = name === "href" || name.endsWith(":href");
+        if (name.startsWith("on") || name === "style" || (link && !attr.value.trim().startsWith("#"))) {
+          node.removeAttribute(attr.name);
+        }
+      }
+    }
+    return svg;
+  }
+
+  /** The drawing, then each lit part (in the order the report names them) and what has no place on it. */
+  function renderDiagram(diagram) {
+    clearDiagram();
+    if (!diagram || typeof diagram !== "object" || typeof diagram.svg !== "string") return;
+    const drawing = importDrawing(diagram.svg);
+    if (drawing) el.diagramFigure.appendChild(drawing);
+    const parts = diagram.parts && typeof diagram.parts === "object" ? diagram.parts : {};
+    const names = diagram.names && typeof diagram.names === "object" ? diagram.names : {};
+    const spots = (Array.isArray(diagram.spots) ? diagram.spots : []).filter((s) => s && typeof s === "object");
+    const nameOf = (part) => (hasOwn(names, part) && typeof names[part] === "string" && names[part]) || part;
+    const order = [];
+    for (const spot of spots) {
+      const part = spot.part;
+      if (typeof part === "string" && hasOwn(parts, part) && !order.includes(part)) order.push(part);
+    }
+    for (const part of Object.keys(parts)) {
+      if (!order.includes(part)) order.push(part);
+    }
+    for (const part of order) {
+      const here = spots.filter((s) => s.part === part);
+      const findings = [...new Set(here.map((s) => (typeof s.finding === "string" ? s.finding : "")).filter(Boolean))];
+      const unsure = parts[part] === "uncertain";
+      let text = nameOf(part);
+      if (findings.length) text += `: ${findings.join(", ")}`;
+      if (unsure) text += " (the report is not sure)";
+      const li = make("li", unsure ? "diagram-maybe" : "diagram-lit");
+      li.appendChild(make("span", "diagram-part", text));
+      const first = here.find((s) => Number.isInteger(s.sentence));
+      if (first) {
+        li.appendChild(document.createTextNode(" "));
+        const button = make("button", "button-link", "Show in report");
+        button.type = "button";
+        button.dataset.index = String(first.sentence);
+        button.setAttribute("aria-label", `Show in report: ${nameOf(part)}`);
+        li.appendChild(button);
+      }
+      el.diagramList.appendChild(li);
+    }
+    if (!order.length) {
+      el.diagramList.appendChild(make("li", "diagram-none", "The report places no finding it says is there, "
+        + "or may be there, in the lungs, pleura, heart or mediastinum."));
+    }
+    const listed = new Set();
+    for (const u of Array.isArray(diagram.unplaced) ? diagram.unplaced : []) {
+      if (!u || typeof u !== "object" || typeof u.finding !== "string" || !u.finding) continue;
+      const where = u.why === "elsewhere" ? "not part of this chest drawing" : "the report does not say where";
+      const text = `${u.finding}: ${where}`;
+      if (listed.has(text)) continue;  // a finding named in several sentences is listed once
+      listed.add(text);
+      el.diagramUnplaced.appendChild(make("li", "", text));
+    }
+    el.diagramUnplaced.hidden = listed.size === 0;
+    el.diagramEmpty.hidden = true;
+    el.diagramView.hidden = false;
+  }
+
+  function clearDiagram() {
+    removeChildren(el.diagramFigure);
+    removeChildren(el.diagramList);
+    removeChildren(el.diagramUnplaced);
+    el.diagramUnplaced.hidden = true;
+    el.diagramView.hidden = true;
+    el.diagramEmpty.hidden = false;
+  }
+
+  // ---------- scan images ----------
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const pathOrder = new Intl.Collator(undefined, { numeric: true });
+
+  function reducedMotion() {
+    return Boolean(window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches);
+  }
+
+  /** Shows `message` in #image-error; `kind` (load, render, jump) lets a later success clear only its own. */
+  function imageError(message, kind) {
+    showError(el.imageError, message);
+    state.imageErrorKind = message ? kind || "" : "";
+  }
+
+  function clearImageError(kind) {
+    if (state.imageErrorKind === kind) imageError("");
+  }
+
+  function imageFailure(err) {
+    return err && (err.isServer || err.isLocal) ? err.message : NETWORK_MESSAGE;
+  }
+
+  /** A chosen file's bytes (read again for each drawing: only the File handles are kept). */
+  async function fileBytes(file) {
+    try {
+      return await file.arrayBuffer();
+    } catch (_) {
+      const err = new Error("A file could not be read from your computer; it may have been moved or removed.");
+      err.isLocal = true;
+      throw err;
+    }
+  }
+
+  /** POSTs one file's bytes; the response when it is OK, else an error carrying the server's message. */
+  async function postImage(url, bytes, signal, accept) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream", Accept: accept },
+      body: bytes,
+      signal,
+    });
+    if (!response.ok) {
+      const err = new Error(await errorMessage(response));
+      err.isServer = true;
+      throw err;
+    }
+    return response;
+  }
+
+  /** What /api/image/info said, with anything unexpected made null or empty. */
+  function imageInfoOf(data) {
+    const d = data && typeof data === "object" ? data : {};
+    const whole = (x) => (Number.isInteger(x) ? x : null);
+    return {
+      kind: d.kind === "picture" ? "picture" : "dicom",
+      modality: typeof d.modality === "string" ? d.modality.slice(0, 16) : "",
+      series: whole(d.series),
+      image: whole(d.image),
+      position: typeof d.position === "number" && Number.isFinite(d.position) ? d.position : null,
+      windows: Array.isArray(d.windows) ? d.windows.filter((w) => typeof w === "string") : [],
+    };
+  }
+
+  /** By series (none first), then image number (none last), then position (none last). */
+  function compareImages(a, b) {
+    const by = (x, y, noneFirst) => {
+      if (x === y) return 0;
+      if (x == null) return noneFirst ? -1 : 1;
+      if (y == null) return noneFirst ? 1 : -1;
+      return x - y;
+    };
+    return by(a.info.series, b.info.series, true) || by(a.info.image, b.info.image, false)
+      || by(a.info.position, b.info.position, false);
+  }
+
+  function countOf(n, one, many) {
+    return n === 1 ? `1 ${one}` : `${fmt(n)} ${many}`;
+  }
+
+  /** "Opened 118 images (series 3: 116, series 2: 2); 3 files were not images and were skipped." */
+  function openedStatus(images, skipped, tooBig) {
+    let text;
+    if (images.length === 1 && images[0].info.kind === "picture") {
+      text = "Opened your picture";
+    } else {
+      const counts = new Map();
+      let none = 0;
+      for (const { info } of images) {
+        if (info.series == null) none += 1;
+        else counts.set(info.series, (counts.get(info.series) || 0) + 1);
+      }
+      const groups = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])
+        .map(([series, n]) => `series ${series}: ${fmt(n)}`);
+      if (groups.length && none) groups.push(`no series number: ${fmt(none)}`);
+      text = `Opened ${countOf(images.length, "image", "images")}` + (groups.length ? ` (${groups.join(", ")})` : "");
+    }
+    if (skipped) {
+      text += skipped === 1 ? "; 1 file was not an image and was skipped"
+        : `; ${fmt(skipped)} files were not images and were skipped`;
+    }
+    if (tooBig) {
+      text += tooBig === 1 ? "; 1 file over 2 MB was skipped" : `; ${fmt(tooBig)} files over 2 MB were skipped`;
+    }
+    return `${text}.`;
+  }
+
+  /** Reads the files chosen in `input` (a few at a time), orders them and opens the viewer. */
+  async function loadImages(input) {
+    const chosen = Array.from(input.files || []);
+    if (!chosen.length) return; // a dialog closed without a choice: what is open stays open
+    const other = input === el.imageFiles ? el.imageFolder : el.imageFiles;
+    other.value = ""; // one selection at a time: the other input must not show files that are not open
+    forgetImages();
+    imageError("");
+    setText(el.imageStatus, "");
+    let tooBig = 0;
+    let files = [];
+    for (const file of chosen) {
+      const name = file.name || "";
+      if (name.startsWith(".") || name.toUpperCase() === "DICOMDIR") continue;
+      if (file.size > MAX_FILE_BYTES) tooBig += 1;
+      else files.push(file);
+    }
+    const path = (f) => f.webkitRelativePath || f.name || "";
+    files.sort((a, b) => pathOrder.compare(path(a), path(b)));
+    let tooMany = "";
+    if (files.length > MAX_IMAGE_FILES) {
+      tooMany = `You chose ${fmt(files.length)} files: only the first ${fmt(MAX_IMAGE_FILES)} are read.`;
+      files = files.slice(0, MAX_IMAGE_FILES);
+      imageError(tooMany, "load");
+    }
+    if (!files.length) {
+      imageError(tooBig ? `${countOf(tooBig, "file is", "files are")} over 2 MB; the most accepted is 2 MB each.`
+        : "None of the chosen files is an image this page can open.", "load");
+      return;
+    }
+
+    const controller = new AbortController();
+    state.imageController = controller;
+    const generation = state.imageGeneration;
+    const total = files.length;
+    const loaded = [];
+    let failed = 0;
+    let firstError = "";
+    let done = 0;
+    let next = 0;
+    let shownAt = 0;
+    const progress = () => {
+      const now = Date.now();
+      if (done < total && now - shownAt < 400) return; // a status a screen reader can keep up with
+      shownAt = now;
+      setText(el.imageStatus, `Reading images: ${fmt(done)} of ${fmt(total)}`);
+    };
+    progress();
+    const worker = async () => {
+      while (next < total && !controller.signal.aborted) {
+        const file = files[next];
+        next += 1;
+        try {
+          if (file.size === 0) throw new Error("empty");
+          const bytes = await fileBytes(file);
+          const response = await postImage("/api/image/info", bytes, controller.signal, "application/json");
+          loaded.push({ file, info: imageInfoOf(await response.json()) });
+        } catch (err) {
+          if (controller.signal.aborted) return;
+          failed += 1;
+          if (!firstError && err && (err.isServer || err.isLocal || err instanceof TypeError)) {
+            firstError = imageFailure(err);
+          }
+        }
+        if (controller.signal.aborted) return;
+        done += 1;
+        progress();
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(IMAGE_REQUESTS, total) }, worker));
+    } finally {
+      if (state.imageController === controller) state.imageController = null;
+    }
+    if (controller.signal.aborted || generation !== state.imageGeneration) return;
+
+    if (!loaded.length) {
+      setText(el.imageStatus, "");
+      let message = firstError || "None of the chosen files is an image this page can open.";
+      if (firstError && failed > 1) message += ` (${fmt(failed)} files could not be read)`;
+      imageError(tooMany ? `${message} ${tooMany}` : message, "load");
+      return;
+    }
+    loaded.sort(compareImages);
+    state.images = loaded;
+    setText(el.imageStatus, openedStatus(loaded, failed, tooBig));
+    el.windowChoice.hidden = !loaded.some((x) => x.info.windows.length);
+    el.viewer.hidden = false;
+    const cited = firstCitedIndex();
+    showImage(cited >= 0 ? cited : Math.floor(loaded.length / 2));
+  }
+
+  /** Index among the opened images of the first image the report cites that is open; -1 when none. */
+  function firstCitedIndex() {
+    const sentences = state.view && Array.isArray(state.view.sentences) ? state.view.sentences : [];
+    for (const sentence of sentences) {
+      for (const c of citedImages(sentence)) {
+        const i = findImage(c.series, c.image);
+        if (i >= 0) return i;
+      }
+    }
+    return -1;
+  }
+
+  /** The opened image with this number (and series, when given); -1 when it is not open. */
+  function findImage(series, image) {
+    return state.images.findIndex(({ info }) => info.image === image && (series == null || info.series === series));
+  }
+
+  function checkedWindow() {
+    return el.windowChoice.querySelector("input[name='window']:checked");
+  }
+
+  function currentWindow() {
+    const radio = checkedWindow();
+    return radio ? radio.value : "mediastinum";
+  }
+
+  /** "Series 3, image 45 (12 of 118)", "Image 12 of 118" or "Your picture". */
+  function sliceLabel(i) {
+    const { info } = state.images[i];
+    const n = state.images.length;
+    const place = `${fmt(i + 1)} of ${fmt(n)}`;
+    if (info.kind === "picture") return n === 1 ? "Your picture" : `Your picture (${place})`;
+    const named = [];
+    if (info.series != null) named.push(`series ${info.series}`);
+    if (info.image != null) named.push(`image ${info.image}`);
+    return named.length ? `${capitalise(named.join(", "))} (${place})` : `Image ${place}`;
+  }
+
+  /** "CT image, series 3, image 45, lungs window" (the window in the words of its radio's label). */
+  function sliceAlt(i, win) {
+    const { info } = state.images[i];
+    if (info.kind === "picture") return "Your picture";
+    const words = [`${info.modality || "Scan"} image`];
+    if (info.series != null) words.push(`series ${info.series}`);
+    if (info.image != null) words.push(`image ${info.image}`);
+    const radio = checkedWindow();
+    const label = radio && radio.labels && radio.labels[0] ? radio.labels[0].textContent.trim().toLowerCase() : "";
+    if (label && info.windows.includes(win)) words.push(`${label} window`);
+    return words.join(", ");
+  }
+
+  function updateSliceControls(i) {
+    const n = state.images.length;
+    const label = sliceLabel(i);
+    setText(el.sliceLabel, label);
+    el.sliceRange.max = String(Math.max(n - 1, 0));
+    el.sliceRange.value = String(i);
+    el.sliceRange.setAttribute("aria-valuetext", label);
+    el.slicePrev.disabled = i <= 0;
+    el.sliceNext.disabled = i >= n - 1;
+    el.sliceControls.hidden = n < 2;
+    // a button that has just been disabled drops the keyboard's place: keep it on the slider
+    const active = document.activeElement;
+    if ((active === el.slicePrev || active === el.sliceNext) && active.disabled) el.sliceRange.focus();
+  }
+
+  /** A drawn image as an object URL, kept for the last IMAGE_CACHE images asked for. */
+  function rememberImage(key, blob) {
+    const known = state.imageUrls.get(key);
+    if (known) return known;
+    const url = URL.createObjectURL(blob);
+    state.imageUrls.set(key, url);
+    while (state.imageUrls.size > IMAGE_CACHE) {
+      const [oldest, oldUrl] = state.imageUrls.entries().next().value;
+      state.imageUrls.delete(oldest);
+      URL.revokeObjectURL(oldUrl);
+    }
+    return url;
+  }
+
+  function putSlice(url, i, win) {
+    el.sliceImage.alt = sliceAlt(i, win);
+    el.sliceImage.src = url;
+    clearImageError("render");
+  }
+
+  /** Shows opened image `index` through the chosen window; a reply for an image already left is dropped. */
+  async function showImage(index) {
+    const n = state.images.length;
+    if (!n) return;
+    const i = Math.min(Math.max(Math.round(Number(index)) || 0, 0), n - 1);
+    state.imageIndex = i;
+    state.showGeneration += 1;
+    const token = state.showGeneration;
+    const generation = state.imageGeneration;
+    if (state.renderController) state.renderController.abort();
+    state.renderController = null;
+    el.viewer.removeAttribute("aria-busy");
+    updateSliceControls(i);
+    const win = currentWindow();
+    const key = `${i}|${win}`;
+    const cached = state.imageUrls.get(key);
+    if (cached) {
+      state.imageUrls.delete(key); // the most recently shown last: evicted last
+      state.imageUrls.set(key, cached);
+      putSlice(cached, i, win);
+      return;
+    }
+    const controller = new AbortController();
+    state.renderController = controller;
+    el.viewer.setAttribute("aria-busy", "true");
+    try {
+      await sleep(60); // a slider dragged or an arrow key held: only the image it stops on is drawn
+      if (token !== state.showGeneration) return;
+      const bytes = await fileBytes(state.images[i].file);
+      if (token !== state.showGeneration) return;
+      const response = await postImage(`/api/image/render?window=${encodeURIComponent(win)}`, bytes,
+        controller.signal, "image/png");
+      const blob = await response.blob();
+      if (generation !== state.imageGeneration) return;
+      const url = rememberImage(key, blob);
+      if (token === state.showGeneration) putSlice(url, i, win);
+    } catch (err) {
+      if (isAbort(err) || token !== state.showGeneration) return;
+      el.sliceImage.removeAttribute("src");
+      el.sliceImage.alt = "";
+      imageError(imageFailure(err), "render");
+    } finally {
+      if (state.renderController === controller) {
+        state.renderController = null;
+        el.viewer.removeAttribute("aria-busy");
+      }
+    }
+  }
+
+  /** A report's "series 3, image 45" button: that image in the viewer, or why it cannot be shown. */
+  function jumpToImage(series, image) {
+    const name = citedName(series, image);
+    if (!state.images.length) {
+      if (state.imageController) {
+        imageError(`Your images are still being read; ${name} can be shown once they are open.`, "jump");
+        el.imageError.scrollIntoView({ behavior: reducedMotion() ? "auto" : "smooth", block: "center" });
+      } else {
+        imageError(`To see ${name}, first open your scan images (the folder from your CD).`, "jump");
+        el.imageFolder.focus();
+      }
+      return;
+    }
+    const i = findImage(series, image);
+    if (i < 0) {
+      imageError(`${capitalise(name)} is not among the images you opened.`, "jump");
+      el.imageError.scrollIntoView({ behavior: reducedMotion() ? "auto" : "smooth", block: "center" });
+      return;
+    }
+    clearImageError("jump");
+    el.viewer.hidden = false;
+    showImage(i);
+    const target = el.sliceControls.hidden ? el.viewer : el.sliceRange;
+    try {
+      target.focus({ preventScroll: true });
+    } catch (_) {
+      target.focus();
+    }
+    el.viewer.scrollIntoView({ behavior: reducedMotion() ? "auto" : "smooth", block: "start" });
+  }
+
+  /** Stops reading and drawing, and forgets the opened images and their drawings. */
+  function forgetImages() {
+    state.imageGeneration += 1;
+    state.showGeneration += 1;
+    if (state.imageController) state.imageController.abort();
+    if (state.renderController) state.renderController.abort();
+    state.imageController = null;
+    state.renderController = null;
+    for (const url of state.imageUrls.values()) URL.revokeObjectURL(url);
+    state.imageUrls = new Map();
+    state.images = [];
+    state.imageIndex = -1;
+    el.sliceImage.removeAttribute("src");
+    el.sliceImage.alt = "";
+    setText(el.sliceLabel, "");
+    el.sliceRange.max = "0";
+    el.sliceRange.value = "0";
+    el.sliceRange.removeAttribute("aria-valuetext");
+    el.viewer.removeAttribute("aria-busy");
+    el.viewer.hidden = true;
+  }
+
+  function clearImages() {
+    forgetImages();
+    el.imageFiles.value = "";
+    el.imageFolder.value = "";
+    imageError("");
+    setText(el.imageStatus, "");
+    el.windowMediastinum.checked = true;
+    el.windowChoice.hidden = false;
   }
 
   // ---------- notices ----------
@@ -883,6 +1425,7 @@
     state.restoreFocus = null;
     setAnswerBusy(false);
     clearReportView();
+    clearImages();
     resetAnswer();
     removeChildren(el.notices);
     updateCount();
@@ -921,7 +1464,25 @@
       clear: $("clear"),
       save: $("save"),
       saveStatus: $("save-status"),
+      imageFiles: $("image-files"),
+      imageFolder: $("image-folder"),
+      imageError: $("image-error"),
+      imageStatus: $("image-status"),
+      viewer: $("viewer"),
+      windowChoice: $("window-choice"),
+      windowMediastinum: $("window-mediastinum"),
+      sliceImage: $("slice-image"),
+      sliceLabel: $("slice-label"),
+      sliceRange: $("slice-range"),
+      slicePrev: $("slice-prev"),
+      sliceNext: $("slice-next"),
+      diagramEmpty: $("diagram-empty"),
+      diagramView: $("diagram-view"),
+      diagramFigure: $("diagram-figure"),
+      diagramList: $("diagram-list"),
+      diagramUnplaced: $("diagram-unplaced"),
     });
+    el.sliceControls = el.viewer.querySelector(".slice-controls");
 
     el.readReport.addEventListener("click", () => { readReport(); });
     el.fileInput.addEventListener("change", () => { uploadFile(); });
@@ -953,6 +1514,27 @@
       if (!button) return;
       goToSentence(button.dataset.index);
     });
+
+    el.reportView.addEventListener("click", (event) => {
+      const button = event.target.closest ? event.target.closest("button.cite-image") : null;
+      if (!button) return;
+      const series = button.dataset.series ? Number(button.dataset.series) : null;
+      jumpToImage(series, Number(button.dataset.image));
+    });
+    el.diagramList.addEventListener("click", (event) => {
+      const button = event.target.closest ? event.target.closest("button.button-link") : null;
+      if (!button) return;
+      goToSentence(button.dataset.index);
+    });
+
+    el.imageFiles.addEventListener("change", () => { loadImages(el.imageFiles); });
+    el.imageFolder.addEventListener("change", () => { loadImages(el.imageFolder); });
+    el.windowChoice.addEventListener("change", () => {
+      if (state.images.length) showImage(state.imageIndex);
+    });
+    el.sliceRange.addEventListener("input", () => { showImage(el.sliceRange.value); });
+    el.slicePrev.addEventListener("click", () => { showImage(state.imageIndex - 1); });
+    el.sliceNext.addEventListener("click", () => { showImage(state.imageIndex + 1); });
 
     el.reportView.addEventListener("mouseover", onTermEnter);
     el.reportView.addEventListener("focusin", onTermEnter);
