@@ -242,3 +242,43 @@ def test_an_unsure_guess_gets_the_referral_its_runner_up_theme_needs() -> None:
     assert "referral" in kinds(answer(REPORT, "is the nodule bad", classifier=Between("prognosis", 0.6)))
     assert "referral" not in kinds(answer(REPORT, "is the nodule bad", classifier=Between("prognosis", 0.9)))
     assert "referral" not in kinds(answer(REPORT, "what is a nodule", classifier=Between("location", 0.6)))
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+                    "3a7e9b550000000a4944415478da63600000000200015e2c8a0d0000000049454e44ae426082")  # 1x1 grey
+
+
+def test_a_location_question_with_a_picture_shows_it_to_the_model_and_hedges_its_words() -> None:
+    seer = Writer("The nodule might be in the upper part of the lung on the left side of the picture.")
+    result = answer(REPORT, "Where is the nodule?", model=seer, classifier=Fixed("location"), image=PNG)
+    parts = seer.prompts[0][1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    assert "right upper lobe (series 3, image 45)" in parts[0]["text"]  # the report's sentence goes with it
+    assert result.source == "model_image" and result.text.startswith("Looking at the picture you have on screen")
+    assert "may be wrong" in result.text and "upper part of the lung" in result.text
+    assert "I was shown the picture" in next(n.text for n in result.notices if n.kind == "images")
+    assert result.notices[-1].kind == "ai"
+
+
+@pytest.mark.parametrize("draft", [
+    "The picture shows a pneumothorax at the top.",            # a finding the report negates
+    "There is a 9 mm spot in the middle of the image.",        # a number the report lacks
+    "The nodule is in the left upper lobe.",                   # the wrong side
+])
+def test_words_about_a_picture_that_fail_the_check_leave_the_report_s_words_and_the_diagram(draft: str) -> None:
+    result = answer(REPORT, "What am I looking at in this image?", model=Writer(draft), classifier=Fixed("location"),
+                    image=PNG)
+    assert result.source == "template" and result.checks and draft not in result.text
+    assert "right upper lobe" in result.text and result.text.endswith("marks the parts of the chest your report names.")
+    assert "do not look at the images" in next(n.text for n in result.notices if n.kind == "images")
+
+
+def test_without_a_picture_or_a_model_nothing_is_looked_at() -> None:
+    seer = Writer("The nodule might be at the top of the picture.")
+    assert answer(REPORT, "Where is the nodule?", model=seer, classifier=Fixed("location")).source == "template"
+    assert seer.prompts == []  # location is answered from the report's words without a picture
+    assert answer(REPORT, "Where is the nodule?", classifier=Fixed("location"), image=PNG).source == "template"
+    urgent = answer(REPORT, "I can't breathe, where is it on this image?", model=seer, classifier=Fixed("location"),
+                    image=PNG)
+    assert urgent.theme == "urgent" and seer.prompts == []

@@ -108,3 +108,44 @@ def test_a_portal_picture_has_no_windows_and_the_viewer_fits_a_phone(templates_u
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{overflow} px of sideways scrolling at 375 px"
     assert view.problems == []
+
+
+def test_with_a_model_that_sees_images_the_question_carries_the_slice_on_screen(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.patient.test_browser import Page
+    from tests.patient.vision_util import Seer
+    from tests.patient.web_util import running_app, running_asgi
+    from verticals.llm import OpenAIModel
+    from verticals.patient.web import WebSettings
+
+    seer = Seer("The nodule might be in the upper part of the lung, on the left side of the picture.")
+    with running_asgi(seer.app()) as vision:
+        model = OpenAIModel(f"{vision}/v1", "seer", timeout=10.0, max_retries=0)
+        with running_app(lambda: model, WebSettings(sees_images=True, model_slots=2)) as url:
+            view = Page(browser, url)
+            page = view.page
+            try:
+                page.wait_for_function("() => document.querySelector('#images-model-note').textContent"
+                                       ".includes('can look at the picture on your screen')")
+                view.read(examples()["ct_01"].text)
+                files = sorted(p for p in ct_series(tmp_path / "cd").iterdir() if p.name.startswith("IM"))
+                page.set_input_files("#image-files", [str(f) for f in files])
+                shown(page, "Series 3, image 45 (2 of 3)")
+                page.check("#window-lung")
+                page.wait_for_function("() => document.querySelector('#slice-image').alt.includes('lung')")
+                shown(page, "Series 3, image 45 (2 of 3)")
+                result = view.ask("Where is the nodule?")
+                on_screen = page.evaluate("""async () => { const b = await (await fetch(
+                    document.querySelector('#slice-image').src)).arrayBuffer(); return [...new Uint8Array(b)]; }""")
+                assert view.problems == []
+            finally:
+                view.close()
+    assert result["source"].startswith("Written by the AI model, which was shown the picture on your screen")
+    assert result["text"].startswith("Looking at the picture you have on screen")
+    sent = np.asarray(Image.open(io.BytesIO(seer.images[-1])))
+    assert np.array_equal(sent, np.asarray(Image.open(io.BytesIO(bytes(on_screen)))))  # the slice on screen
+    assert sent[0, 0] == CORNER["lung"]

@@ -83,3 +83,63 @@ def test_what_cannot_be_drawn_is_a_400_in_the_protocols_shape(client: TestClient
     deflated[200:222] = b"1.2.840.10008.1.2.1.99"
     assert "deflated" in error_of(client.post("/api/image/info", content=bytes(deflated)), 400)["message"]
     assert error_of(client.post("/api/image/info", content=b"\0" * (3 * 2**20)), 413)["code"]
+
+
+def test_a_model_that_sees_images_is_shown_the_slice_on_screen_end_to_end(tmp_path: Path) -> None:
+    """The page's API -> the answer engine -> the OpenAI client -> HTTP -> a multimodal server, and back."""
+    import base64
+    import json
+
+    import httpx
+
+    from tests.patient.vision_util import Seer
+    from tests.patient.web_util import running_app, running_asgi
+    from verticals.llm import OpenAIModel
+
+    seer = Seer("The nodule might be in the upper part of the lung, on the left side of the picture.")
+    folder = ct_series(tmp_path / "cd")
+    with running_asgi(seer.app()) as vision:
+        model = OpenAIModel(f"{vision}/v1", "seer", timeout=10.0, max_retries=0)
+        with running_app(lambda: model, WebSettings(sees_images=True, model_slots=2)) as url, httpx.Client() as http:
+            assert http.get(f"{url}/api/settings").json() == {"sees_images": True, "drafts": True}
+            data = (folder / "IM0001").read_bytes()  # image 45
+            slice_png = http.post(f"{url}/api/image/render?window=lung", content=data).content
+            picture = "data:image/png;base64," + base64.b64encode(slice_png).decode()
+            asked = http.post(f"{url}/api/answer", json={"report": REPORT, "question": "Where is the nodule?",
+                                                         "image": picture}, timeout=60)
+            lines = [json.loads(line) for line in asked.text.splitlines()]
+            refused = http.post(f"{url}/api/answer", json={"report": REPORT, "question": "Where is it?",
+                                                           "image": "data:image/gif;base64,R0lGOD"})
+    final = lines[-1]
+    assert final["type"] == "answer" and final["source"] == "model_image"
+    assert final["text"].startswith("Looking at the picture you have on screen") and "upper part" in final["text"]
+    assert seer.images and np.array_equal(np.asarray(Image.open(io.BytesIO(seer.images[-1]))),
+                                          np.asarray(Image.open(io.BytesIO(slice_png))))  # the slice shown
+    text_part = next(p for p in seer.requests[-1][-1]["content"] if p["type"] == "text")["text"]
+    assert "right upper lobe (series 3, image 45)" in text_part
+    assert error_of(refused, 400)["param"] == "image"
+
+
+def test_a_text_only_server_never_sends_the_picture(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    import httpx
+
+    from tests.patient.vision_util import Seer
+    from tests.patient.web_util import running_app, running_asgi
+    from verticals.llm import OpenAIModel
+
+    seer = Seer("A nodule is a small round spot in the lung.")
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, format="PNG")
+    picture = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    with running_asgi(seer.app()) as vision:
+        model = OpenAIModel(f"{vision}/v1", "seer", timeout=10.0, max_retries=0)
+        with running_app(lambda: model, WebSettings(model_slots=2)) as url, httpx.Client() as http:
+            assert http.get(f"{url}/api/settings").json() == {"sees_images": False, "drafts": True}
+            asked = http.post(f"{url}/api/answer", json={"report": REPORT, "question": "Where is the nodule?",
+                                                         "image": picture}, timeout=60)
+    final = json.loads(asked.text.splitlines()[-1])
+    assert final["source"] == "template" and seer.images == []
+    assert "right upper lobe" in final["text"] and "do not look at the images" in str(final["notices"])

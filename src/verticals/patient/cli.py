@@ -255,6 +255,9 @@ def serve(
                                                    "from the report's words and the glossary instead")] = 10.0,
     model_slots: Annotated[int, typer.Option(help="drafts generated at once (default: 1 for a local model, 4 for "
                                                   "a server)")] = 0,
+    sees_images: Annotated[bool, typer.Option(help="the --model server accepts images (a multimodal model): "
+                                                   "questions about where a finding is, or about the picture on "
+                                                   "screen, send that picture with the report")] = False,
 ) -> None:
     """Open the assistant as a web page: paste or upload a report, see it explained, ask questions.
 
@@ -267,7 +270,11 @@ def serve(
     from verticals.patient.web import WebSettings, create_app
 
     remote = model.removeprefix("openai:").startswith(("http://", "https://"))
-    settings = WebSettings(model_wait=model_wait, model_slots=model_slots or (4 if remote else 1))
+    if sees_images and not remote:
+        raise PatientError("--sees-images needs a model that accepts images: give the URL of a multimodal "
+                           "OpenAI-compatible server as --model (the bundled model reads text only)")
+    settings = WebSettings(model_wait=model_wait, model_slots=model_slots or (4 if remote else 1),
+                           sees_images=sees_images)
     if not 0 <= port <= 65535:
         raise PatientError(f"port must be between 0 and 65535, got {port}")
     try:  # before the model loads: a taken port is one line, not a traceback later (reuse as uvicorn does)

@@ -11,6 +11,8 @@ waits longer than `model_wait` seconds for it gets the template answer instead o
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -45,6 +47,7 @@ from verticals.patient.web.schemas import (
     QuestionIn,
     ReportIn,
     ReportView,
+    ServerSettings,
     ThemeList,
     ThemeOut,
 )
@@ -54,7 +57,7 @@ from verticals.patient.web.view import report_view
 log = logging.getLogger("verticals.patient.web")
 STATIC = resources.files("verticals.patient.web") / "static"
 #: what the page may load and run: only its own files; no inline script, no framing, no plugins
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self' blob:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 #: suggested questions shown per theme
 SUGGESTIONS = 3
@@ -70,6 +73,8 @@ class WebSettings:
         model_slots (`int`): drafts generated at once (1 for a local model; more for a server model).
         max_open (`int`): requests with a body open at once; one more gets a 429.
         body_timeout (`float`): seconds a client has to send its request body; then a 408.
+        sees_images (`bool`): the model accepts images (an OpenAI-compatible multimodal server): a question
+            about where a finding is, or about the picture on screen, sends that picture with the report.
     """
 
     max_upload_bytes: int = 2 * 1024 * 1024
@@ -77,6 +82,7 @@ class WebSettings:
     model_slots: int = 1
     max_open: int = 64
     body_timeout: float = 30.0
+    sees_images: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "model_slots", "max_open"):
@@ -115,6 +121,7 @@ class Assistant:
 
     drafter: Drafter | None
     classifier: Any
+    sees_images: bool = False
 
 
 def get_assistant(request: Request) -> Assistant:
@@ -227,8 +234,30 @@ def ask(body: QuestionIn, assistant: AssistantDep, request: Request) -> Streamin
         question = check_question(body.question)
     except PatientError as err:
         raise APIError(400, _sentence(str(err)), param="question", code="invalid_question") from err
-    stream = answer_stream(report, question, model=assistant.drafter, classifier=assistant.classifier)
+    image = _picture(body.image) if body.image is not None and assistant.sees_images else None
+    stream = answer_stream(report, question, model=assistant.drafter, classifier=assistant.classifier, image=image)
     return StreamingResponse(_lines(stream, request.state.request_id), media_type="application/x-ndjson")
+
+
+@router.get("/settings", response_model=ServerSettings)
+def server_settings(assistant: AssistantDep) -> ServerSettings:
+    """What this server's model can do: the page says whether the assistant sees the picture on screen."""
+    return ServerSettings(sees_images=assistant.sees_images, drafts=assistant.drafter is not None)
+
+
+def _picture(url: str) -> bytes:
+    """The PNG of a `data:image/png;base64,...` URL, checked to be a picture of bounded size."""
+    prefix = "data:image/png;base64,"
+    if not url.startswith(prefix):
+        raise APIError(400, "The image must be a PNG given as a data URL (data:image/png;base64,...).", param="image",
+                       code="invalid_image")
+    try:
+        data = base64.b64decode(url[len(prefix):], validate=True)
+        study = read_upload(data, "the image")
+    except (binascii.Error, ValueError, PatientError) as err:
+        raise APIError(400, "The image is not a PNG picture that can be read.", param="image",
+                       code="invalid_image") from err
+    return study.png(0)  # re-drawn here: the model gets only pixels this server made
 
 
 def _lines(stream: Iterator[Notice | str | Answer], request_id: str) -> Iterator[str]:
@@ -315,7 +344,7 @@ def _route(scope: Scope) -> str:
     method = scope["method"] if scope["method"] in ("GET", "HEAD", "POST", "OPTIONS") else "(other)"
     path = str(scope.get("path", ""))
     known = ("/", "/api/examples", "/api/themes", "/api/report", "/api/upload", "/api/answer", "/api/image/info",
-             "/api/image/render", "/openapi.json", "/static/app.js", "/static/app.css")
+             "/api/image/render", "/api/settings", "/openapi.json", "/static/app.js", "/static/app.css")
     if path in known:
         return f"{method} {path}"
     return f"{method} {'/api/examples/{id}' if path.startswith('/api/examples/') else '(other path)'}"
@@ -360,7 +389,7 @@ def _start(load: Callable[[], Any], settings: WebSettings) -> Assistant:
 
     model = load()
     drafter = None if model is None else Drafter(model, settings.model_slots, settings.model_wait)
-    assistant = Assistant(drafter, classifier())
+    assistant = Assistant(drafter, classifier(), sees_images=settings.sees_images and drafter is not None)
     warm = read_report("FINDINGS: A 4 mm nodule in the right upper lobe. No pleural effusion.")
     for _ in answer_stream(warm, "What is a nodule?", model=None, classifier=assistant.classifier):
         pass

@@ -27,6 +27,14 @@ class ReportIn(_In):
 class QuestionIn(_In):
     report: ReportText
     question: QuestionText
+    image: str | None = Field(default=None, max_length=3 * 1024 * 1024, description=(
+        "the picture on the person's screen as a data:image/png;base64 URL; used only when the server's model "
+        "sees images (GET /api/settings)"))
+
+
+class ServerSettings(BaseModel):
+    sees_images: bool = Field(description="the model is shown the picture on screen for questions about it")
+    drafts: bool = Field(description="a model drafts answers (else they come from the report's words and templates)")
 
 
 class ExampleSummary(BaseModel):

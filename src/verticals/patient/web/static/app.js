@@ -31,6 +31,7 @@
   };
   const SOURCE_WORDS = {
     model: "Written by the AI model and checked against your report",
+    model_image: "Written by the AI model, which was shown the picture on your screen, and checked against your report",
     template: "From the report's own words and the glossary",
   };
   const URGENT_KINDS = new Set(["urgent_question", "urgent_report"]);
@@ -60,6 +61,7 @@
     imageController: null,   // AbortController of the image files being read
     imageGeneration: 0,      // bumped by a new selection or Clear: late image replies are dropped
     imageIndex: -1,          // the image shown
+    seesImages: false,       // the server's model is shown the picture on screen (GET /api/settings)
     imageUrls: new Map(),    // `${index}|${window}` -> object URL of its PNG (oldest first)
     renderController: null,  // AbortController of the image being drawn
     showGeneration: 0,       // bumped each time another image is asked for
@@ -1245,10 +1247,12 @@
     };
 
     try {
+      const picture = await shownPicture();
+      if (generation !== state.generation) return;
       const response = await fetch("/api/answer", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/x-ndjson" },
-        body: JSON.stringify({ report, question }),
+        body: JSON.stringify(picture ? { report, question, image: picture } : { report, question }),
         signal: controller.signal,
       });
       if (generation !== state.generation) return;
@@ -1311,6 +1315,40 @@
       return; // a broken line: skip it
     }
     handle(event);
+  }
+
+  /** What the server's model can do: when it sees images, the note says so and questions carry the picture. */
+  async function loadSettings() {
+    let data;
+    try {
+      data = await getJSON("/api/settings");
+    } catch (_) {
+      return; // the page then says the assistant reads the report only, which is the safe thing to say
+    }
+    state.seesImages = Boolean(data && data.sees_images === true);
+    if (state.seesImages) {
+      setText($("images-model-note"), "The assistant can look at the picture on your screen: when you ask where "
+        + "something is, or what the picture shows, it is sent with your report. An AI reading an image can be "
+        + "wrong, so its words are checked against your report and only your radiologist can say what a scan shows.");
+    }
+  }
+
+  /** The picture on screen as a PNG data URL, for a model that sees images; null when none is shown. */
+  async function shownPicture() {
+    if (!state.seesImages || !state.images.length) return null;
+    const url = state.imageUrls.get(`${state.imageIndex}|${currentWindow()}`);
+    if (!url) return null;
+    try {
+      const blob = await (await fetch(url)).blob();
+      return await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(typeof reader.result === "string" ? reader.result : null);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      });
+    } catch (_) {
+      return null; // the question is still asked, without the picture
+    }
   }
 
   async function loadThemes() {
@@ -1548,6 +1586,7 @@
     updateCount();
     loadExamples();
     loadThemes();
+    loadSettings();
   }
 
   if (document.readyState === "loading") {
