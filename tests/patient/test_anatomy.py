@@ -39,6 +39,8 @@ def test_the_diagram_lights_the_parts_a_finding_names(text: str, lit: dict[str, 
 def test_what_cannot_be_drawn_is_listed_with_the_reason() -> None:
     found = diagram(read_report("FINDINGS: Mild emphysema. Healed right rib fracture. No effusion."))
     assert [(u.finding, u.why) for u in found.unplaced] == [("emphysema", "no place"), ("rib fracture", "elsewhere")]
+    placed = diagram(read_report("INDICATION: Nodules on prior CT. FINDINGS: A nodule in the right upper lobe."))
+    assert placed.unplaced == () and placed.parts == {"right_upper_lobe": "present"}  # drawn once is enough
 
 
 def test_the_drawing_marks_lit_parts_and_keeps_report_words_out_of_its_markup() -> None:

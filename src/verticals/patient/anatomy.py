@@ -151,7 +151,8 @@ def diagram(report: Report, read: list[tuple[Sentence, list[Mention]]] | None = 
                 unplaced.append(Unplaced(name, sentence.index, sentence.text, why))
             spots += [Spot(part, name, sentence.index, sentence.text, mention.certainty, mention.images)
                       for part in parts]
-    return Diagram(tuple(spots), tuple(unplaced))
+    placed = {spot.finding for spot in spots}  # "nodules on prior CT" adds nothing when a nodule is drawn
+    return Diagram(tuple(spots), tuple(u for u in unplaced if u.finding not in placed))
 
 
 def lit_svg(found: Diagram, styled: bool = True) -> str:
