@@ -14,7 +14,7 @@ SECRETS = ("Doe", "Jane", "MRN-99887766", "19610203", "St Example", "ACC-55443",
 
 
 def ct_slice(file: Path, hu: np.ndarray, *, series: int, image: int, z: float,
-             transfer_syntax: str | None = None) -> Path:
+             transfer_syntax: str | None = None, meta_padding: int = 0) -> Path:
     """One CT slice holding `hu` (stored as hu + 1024, rescale intercept -1024), with identifiers."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -23,6 +23,8 @@ def ct_slice(file: Path, hu: np.ndarray, *, series: int, image: int, z: float,
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
+    if meta_padding:  # a long header field before the transfer syntax (the standard allows it)
+        meta.FileMetaInformationVersion = b"\x00\x01" + b"\x00" * meta_padding
     data = FileDataset(str(file), {}, file_meta=meta, preamble=b"\0" * 128)
     for tag, value in IDENTIFIERS.items():
         setattr(data, tag, value)
@@ -42,7 +44,7 @@ def ct_slice(file: Path, hu: np.ndarray, *, series: int, image: int, z: float,
     data.RescaleIntercept = -1024
     data.RescaleSlope = 1
     stored = (hu.astype(np.int32) + 1024).astype(np.uint16).tobytes()
-    if transfer_syntax is None:
+    if transfer_syntax is None or transfer_syntax == "1.2.840.10008.1.2.1.99":  # deflated: whole, not fragments
         data.PixelData = stored
     else:  # a compressed syntax: the bytes go in fragments (here not really compressed: a decoder must fail)
         from pydicom.encaps import encapsulate

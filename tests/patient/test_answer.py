@@ -265,6 +265,11 @@ def test_a_location_question_with_a_picture_shows_it_to_the_model_and_hedges_its
     "The picture shows a pneumothorax at the top.",            # a finding the report negates
     "There is a 9 mm spot in the middle of the image.",        # a number the report lacks
     "The nodule is in the left upper lobe.",                   # the wrong side
+    "The nodule is on the right side of the picture.",         # the picture's right is the patient's left
+    "The nodule is in your left in this image.",               # the patient's side, wrong, near picture words
+    "The picture looks normal to me, on the left side.",       # a verdict on a scan
+    "I cannot see the nodule at the top of this image.",       # a claim about what the picture does not show
+    "The nodule is a small round spot in the lung.",           # says nothing of where to look
 ])
 def test_words_about_a_picture_that_fail_the_check_leave_the_report_s_words_and_the_diagram(draft: str) -> None:
     result = answer(REPORT, "What am I looking at in this image?", model=Writer(draft), classifier=Fixed("location"),

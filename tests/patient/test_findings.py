@@ -56,6 +56,13 @@ def test_descriptors_stay_with_their_finding() -> None:
         "spiculated_nodule", "spiculated mass", ("2.3 x 1.5 cm",), ("lul",), ("increased",))
 
 
+def test_two_findings_joined_by_and_keep_their_own_places() -> None:
+    nodule, consolidation = find_mentions("A nodule in the right upper lobe and consolidation in the left lower lobe.")
+    assert nodule.places == ("right upper lobe",) and consolidation.places == ("left lower lobe",)
+    first, second = find_mentions("Consolidation in the left lower lobe and a nodule in the right upper lobe.")
+    assert first.places == ("left lower lobe",) and second.places == ("right upper lobe",)
+
+
 @pytest.mark.parametrize(("sentence", "side", "places"), [
     # a verb between a finding and its place ends a negation's reach, not the place's
     ("Mild centrilobular emphysema is present in both upper lobes.", "both", ("upper lobes",)),

@@ -27,6 +27,9 @@ PHRASINGS = [
     ("no image here", []),
     ("compared to the image of the prior study", []),
     ("measuring 4 mm (previously 3 mm)", []),
+    ("Contiguous axial images 1.25 mm thick were obtained.", []),
+    ("Axial images 2 mm were reconstructed.", []),
+    ("images at 5 mm intervals", []),
 ]
 
 

@@ -101,26 +101,63 @@ def test_the_cli_shows_the_slice_a_report_cites_and_says_nothing_of_the_patient(
     assert "rib fracture: not in the chest drawing" in drawn.stdout and (tmp_path / "chest.svg").is_file()
 
 
-def test_what_pydicom_says_while_reading_reaches_no_warning_and_no_log(
+def test_a_malformed_value_pydicom_would_quote_reaches_no_warning_and_no_log(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import warnings
-
     import pydicom
 
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.WARN)  # its default
+    monkeypatch.setattr(logging.getLogger("pydicom"), "level", logging.NOTSET)
     file = ct_series(tmp_path / "cd") / "IM0000"
-    real = pydicom.dcmread
-
-    def chatty(*args, **kwargs):  # type: ignore[no-untyped-def]
-        # as pydicom does for a malformed value: a warning and a log line that quote it
-        warnings.warn("Invalid value for VR PN: 'Doe^Jane'", UserWarning, stacklevel=2)
-        logging.getLogger("pydicom").warning("Invalid value for VR LO: 'MRN-99887766'")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pydicom, "dcmread", chatty)
+    series = b"\x20\x00\x11\x00IS\x02\x003 "  # (0020,0011) IS "3 ": replaced by an ID where a number belongs
+    assert series in file.read_bytes()
+    file.write_bytes(file.read_bytes().replace(series, b"\x20\x00\x11\x00IS\x0c\x00MRN-99887766"))
     caplog.set_level(logging.DEBUG)
     study = read_images(file)
-    assert study.slices[0].image == 46
+    assert study.slices[0].series is None and study.slices[0].image == 46
     said = caplog.text + " ".join(str(w.message) for w in recwarn)
     for secret in SECRETS:
         assert secret not in said, secret
+
+
+
+@pytest.mark.parametrize("padding", [0, 6000])
+def test_a_deflated_file_is_refused_before_it_is_inflated_wherever_its_header_names_it(tmp_path: Path,
+                                                                                       padding: int) -> None:
+    file = ct_slice(tmp_path / "deflated.dcm", np.zeros((8, 8), dtype=np.int16), series=1, image=1, z=0.0,
+                    transfer_syntax="1.2.840.10008.1.2.1.99", meta_padding=padding)
+    with pytest.raises(PatientError, match="is a deflated DICOM file, which is not read here"):
+        read_images(file)
+    long = ct_slice(tmp_path / "long.dcm", np.zeros((8, 8), dtype=np.int16), series=1, image=1, z=0.0,
+                    meta_padding=70_000)
+    with pytest.raises(PatientError, match="its header names no transfer syntax in its first 64 kB"):
+        read_images(long)
+
+
+def test_a_huge_picture_header_and_a_16_bit_picture(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))  # 1.6 billion pixels claimed
+    with pytest.raises(PatientError, match="pixels"):
+        read_picture(huge, "huge.png")
+    deep = np.linspace(1000, 3000, 64).astype(np.uint16).reshape(8, 8)
+    png = io.BytesIO()
+    Image.fromarray(deep).save(png, format="PNG")
+    grey = read_picture(png.getvalue()).slices[0].pixels
+    assert grey.min() == 0 and grey.max() == 255 and len(np.unique(grey)) > 30  # stretched, not clipped white
+
+
+def test_a_folder_skips_dicom_files_that_hold_no_slice(tmp_path: Path) -> None:
+    import pydicom
+
+    folder = ct_series(tmp_path / "cd")
+    report = pydicom.dcmread(folder / "IM0000")
+    del report.PixelData  # as a dose report or a DICOMDIR: DICOM, but no picture
+    report.save_as(folder / "DOSE")
+    study = read_images(folder)
+    assert len(study.slices) == 3 and study.skipped == 1

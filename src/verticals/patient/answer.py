@@ -54,9 +54,15 @@ _NO_DRAFT = ("urgent", "off_topic", "prognosis", "treatment", "next_steps", "loc
 _LOOKING = re.compile(r"\b(?:look(?:ing)? at|this (?:picture|image|slice|scan)|the (?:picture|image|slice)|"
                       r"on (?:the|this) (?:scan|screen)|in (?:the|this) (?:picture|image|slice)|see (?:it|the|this)|"
                       r"show(?:n)? me|point(?:ing)? to)\b", re.IGNORECASE)
-#: a side of the picture, which is not the patient's ("the left side of the picture" shows their right)
-_PICTURE_SIDE = re.compile(r"\b(?:(?:on|to|at) the )?(?:left|right)(?:-hand)?(?: side| part| half)? (?:of|on|in) "
-                           r"(?:the|this|your) (?:picture|image|screen|slice)\b", re.IGNORECASE)
+#: a side of the picture, which is not the patient's: "the left side of the picture" shows their right
+_PICTURE_SIDE = re.compile(r"\bthe (left|right)(?:-hand)?(?: side| part| half)? (?:of|on|in) (?:the|this|your) "
+                           r"(?:picture|image|screen|slice)\b", re.IGNORECASE)
+#: words about a picture that would be a verdict (only a radiologist reads a scan), or deny seeing
+_PICTURE_VERDICT = re.compile(r"\b(?:normal|fine|healthy|clear|nothing|no sign|looks? (?:good|ok|okay|bad)|"
+                              r"can(?:no|')t see|do(?:es)?n'?t see|not see|not visible|invisible)\b", re.IGNORECASE)
+#: a draft about a picture must say where to look
+_POSITION = re.compile(r"\b(?:top|bottom|upper|lower|left|right|middle|centre|center|edge|side|near|above|below)\b",
+                       re.IGNORECASE)
 #: what a model's words about a picture are introduced with: they are one AI's reading, never a finding
 LOOK_HEDGE = ("Looking at the picture you have on screen (this is an AI's reading of the image and may be "
               "wrong; only your radiologist can say what it shows): ")
@@ -167,8 +173,8 @@ def answer_stream(report: Report, question: str, *, model: Any = None, classifie
             draft = _look(model, question, sources, image)
         except Exception as err:  # noqa: BLE001 - a model that fails leaves the report's words
             draft, failures = "", [Failure("model_error", type(err).__name__)]
-        if draft:  # "the left of the picture" is where to look, not the patient's side: the side check skips it
-            failures = check_draft(_PICTURE_SIDE.sub("", draft), claims, "\n".join(sources.values()), sides)
+        if draft:
+            failures = _look_failures(draft, claims, sources, sides)
             if not failures:
                 text, source = LOOK_HEDGE + draft.strip(), "model_image"
                 seen = Notice("images", str(texts()["notice"]["images_seen"]))
@@ -275,3 +281,19 @@ def _look(model: Any, question: str, sources: dict[str, str], image: bytes) -> s
     content = [{"type": "text", "text": prompt}, image_part(image, "image/png")]
     return str(model.chat([{"role": "system", "content": _LOOK_SYSTEM}, {"role": "user", "content": content}],
                           max_tokens=DRAFT_TOKENS, temperature=0.0))
+
+
+def _look_failures(draft: str, claims: dict[str, str], sources: dict[str, str],
+                   sides: dict[str, set[str]]) -> list[Failure]:
+    """The checks every draft passes (no finding the report lacks or negates, no number it lacks, no side
+    it contradicts), with each side of the picture read as the patient's (the picture's left shows their
+    right); then words about a picture must say where to look and give no verdict. The meaning-closeness
+    check of text drafts is not run: words about pixels cannot be close to the report's sentences."""
+    as_patient = _PICTURE_SIDE.sub(lambda m: f"the {'right' if m.group(1).lower() == 'left' else 'left'} side",
+                                   draft)
+    failures = check_draft(as_patient, claims, "\n".join(sources.values()), sides)
+    if _PICTURE_VERDICT.search(draft):
+        failures.append(Failure("picture_verdict", _PICTURE_VERDICT.search(draft).group()))  # type: ignore[union-attr]
+    if not _POSITION.search(draft):
+        failures.append(Failure("no_position", draft[:60]))
+    return failures

@@ -112,7 +112,8 @@ def image(
     if window not in WINDOWS:
         raise PatientError(f"--window should be one of {', '.join(WINDOWS)}, got {window!r}")
     if report is not None and number is None:
-        refs = image_refs(load_report(report).text)
+        cited = image_refs(load_report(report).text)
+        refs = [r for r in cited if r.series is not None] or cited  # "series 3, image 45" before a bare image
         if not refs:
             raise PatientError(f"{report.name} cites no image (such as \"series 3, image 45\")")
         series, number = refs[0].series, refs[0].image
@@ -130,6 +131,8 @@ def image(
         raise PatientError(f"--out {out} is a folder; give a file name ending in .png")
     write_bytes(out, study.png(index, window if study.hounsfield else None))
     shown = study.slices[index]
+    if study.skipped:
+        Console(stderr=True, highlight=False).print(Text(f"{study.skipped} DICOM files held no slice and were skipped"))
     label = f"series {shown.series}, image {shown.image}" if shown.image is not None else "the picture"
     Console(highlight=False).print(Text(f"{label} ({index + 1} of {len(study.slices)}"
                                         f"{', ' + window + ' window' if study.hounsfield else ''}): {out}"))

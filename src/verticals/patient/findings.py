@@ -308,7 +308,11 @@ def _near(pattern: re.Pattern[str], lower: str, start: int, end: int, words: _Wo
         # after "and" or a comma, a word before another finding is that finding's ("nodule and 3 mm ... nodule")
         handed_on = match.start() >= end and bool(_JOIN.search(lower, end, match.start())) and any(
             b_start >= match.end() for b_start, _ in others)
-        if gap <= _NEAR and not nearer and not handed_on:
+        # and back: before "and" or a comma, a word after another finding is that finding's ("nodule in the
+        # right upper lobe and consolidation ...": the lobe is the nodule's, not the consolidation's)
+        handed_back = match.end() <= start and bool(_JOIN.search(lower, match.end(), start)) and any(
+            b_end <= match.start() for _, b_end in others)
+        if gap <= _NEAR and not nearer and not handed_on and not handed_back:
             found.append((gap, match))
     return [m for _, m in sorted(found, key=lambda pair: pair[0])]
 

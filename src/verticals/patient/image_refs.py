@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_N = r"#?\s*(\d{1,5})"
+# a number, not a measure: "images 1.25 mm thick" and "images 2 mm" are technique, not citations
+_N = r"#?\s*(\d{1,5})(?![.,]\d|\d|\s*(?:mm|cm|millimet|centimet|%|percent|x\b))"
 _SERIES = r"(?:series|ser|se)\.?:?\s*"
 _IMAGE = r"(?:images?|imgs?|im|slices?)\.?:?\s*"
-_RANGE = r"(?:\s*(?:-|\u2013|to|through)\s*(\d{1,5}))?"
+_RANGE = r"(?:\s*(?:-|\u2013|to|through)\s*(\d{1,5})(?![.,]\d|\d|\s*(?:mm|cm|%)))?"
 _PATTERNS = (
     # series first: "series 3, image 45", "se 3 im 45", "series 3/image 45", "series 3 images 40-45"
     ("series_image", re.compile(rf"\b{_SERIES}{_N}\s*(?:[,/;:]|,?\s*and)?\s*{_IMAGE}{_N}{_RANGE}", re.IGNORECASE)),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,9 @@ MAX_FILES = 2000  # slices in one folder: a chest CT series has a few hundred
 MAX_FILE_BYTES = 64 * 2**20
 MAX_PIXELS = 4096 * 4096  # per slice or picture
 PICTURES = (".png", ".jpg", ".jpeg")
-DEFLATED = b"1.2.840.10008.1.2.1.99"  # the Deflated Explicit VR Little Endian transfer syntax
+DEFLATED = "1.2.840.10008.1.2.1.99"  # the Deflated Explicit VR Little Endian transfer syntax
+MAX_META_BYTES = 64 * 1024  # the file meta group a slice starts with is a few hundred bytes
+_LONG_VRS = (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Study:
 
     slices: tuple[Slice, ...]
     modality: str
+    skipped: int = 0  # DICOM files of a folder that hold no greyscale slice (a DICOMDIR, a dose report)
 
     @property
     def hounsfield(self) -> bool:
@@ -67,8 +69,9 @@ class Study:
                 return index
         return None
 
-    def png(self, index: int, window: str | None = None) -> bytes:
-        """Slice `index` as an 8-bit PNG; CT through `window` (default mediastinum)."""
+    def png(self, index: int, window: str | None = None, size: int | None = None) -> bytes:
+        """Slice `index` as an 8-bit PNG; CT through `window` (default mediastinum); shrunk to at most
+        `size` pixels a side when given."""
         from PIL import Image
 
         if not 0 <= index < len(self.slices):
@@ -84,8 +87,11 @@ class Study:
         else:  # another modality: stretch its own range
             low, high = float(pixels.min()), float(pixels.max())
             grey = apply_window(pixels, (low + high) / 2, max(high - low, 1.0))
+        picture = Image.fromarray(grey)
+        if size is not None and max(picture.size) > size:
+            picture.thumbnail((size, size))
         out = io.BytesIO()
-        Image.fromarray(grey).save(out, format="PNG")  # no text chunks: nothing but pixels
+        picture.save(out, format="PNG")  # no text chunks: nothing but pixels
         return out.getvalue()
 
 
@@ -113,18 +119,22 @@ def read_images(path: str | Path) -> Study:
         files = sorted(p for p in path.rglob("*") if p.is_file())
         if len(files) > MAX_FILES:
             raise PatientError(f"{path} holds {len(files)} files; a folder of at most {MAX_FILES} slices is read")
-        slices, modalities = [], set()
+        slices, modalities, refused = [], set(), []
         for file in files:
             if not _is_dicom(file):
                 continue
-            one, modality = _dicom_slice(file, file.name)
+            try:
+                one, modality = _dicom_slice(file, file.name)
+            except PatientError as err:  # a DICOMDIR, a dose report, a screen capture in colour: not a slice
+                refused.append(str(err))
+                continue
             slices.append(one)
             modalities.add(modality)
         if not slices:
-            raise PatientError(f"{path} holds no DICOM file")
+            raise PatientError(refused[0] if refused else f"{path} holds no DICOM file")
         if len(modalities) > 1:
             raise PatientError(f"{path} mixes modalities ({', '.join(sorted(modalities))}); give one study")
-        return Study(_ordered(slices), modalities.pop())
+        return Study(_ordered(slices), modalities.pop(), skipped=len(refused))
     if not path.is_file():
         raise PatientError(f"image not found: {path}")
     if _is_dicom(path):
@@ -156,13 +166,19 @@ def _picture(data: bytes, name: str) -> np.ndarray:
     if len(data) > MAX_FILE_BYTES:
         raise PatientError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only: the size is checked before pixels
             if image.format not in ("PNG", "JPEG"):
                 raise PatientError(f"{name} is a {image.format} image; give a PNG or JPEG")
             if image.width * image.height > MAX_PIXELS:
                 raise PatientError(f"{name} is {image.width} x {image.height} pixels; at most {MAX_PIXELS:,} are read")
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit grey: its own range, stretched
+                values = np.asarray(image, dtype=np.float64)
+                low, high = float(values.min()), float(values.max())
+                return apply_window(values, (low + high) / 2, max(high - low, 1.0))
             return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as err:
+    except Image.DecompressionBombError:  # Pillow's own refusal of a huge header, before ours
+        raise PatientError(f"{name} is too many pixels; at most {MAX_PIXELS:,} are read") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise PatientError(f"{name} cannot be read as a picture: {err}") from None
 
 
@@ -175,15 +191,17 @@ def _is_dicom(file: Path) -> bool:
 def _dicom_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
     """The pixels and the few tags a viewer needs; nothing else is kept. pydicom's warnings and log
     lines quote tag values (a malformed name, say), so they are silenced while it reads."""
+    import pydicom
+
+    # process-wide and thread-safe (warning filters are neither): no value is validated, so none is quoted
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return _read_slice(source, name)
-        except PatientError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a malformed file trips the parser anywhere: say so, in one line
-            raise PatientError(f"{name} cannot be read as DICOM ({type(err).__name__})") from None
+    try:
+        return _read_slice(source, name)
+    except PatientError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a malformed file trips the parser anywhere: say so, in one line
+        raise PatientError(f"{name} cannot be read as DICOM ({type(err).__name__})") from None
 
 
 def _read_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
@@ -193,8 +211,12 @@ def _read_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
     size = len(source) if isinstance(source, bytes) else source.stat().st_size
     if size > MAX_FILE_BYTES:
         raise PatientError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
-    head = source[:4096] if isinstance(source, bytes) else source.open("rb").read(4096)
-    if DEFLATED in head:  # inflated whole on reading: a small file could become gigabytes
+    if isinstance(source, bytes):
+        head = source[:MAX_META_BYTES]
+    else:
+        with source.open("rb") as handle:
+            head = handle.read(MAX_META_BYTES)
+    if transfer_syntax(head, name) == DEFLATED:  # inflated whole on reading: a small file could become gigabytes
         raise PatientError(f"{name} is a deflated DICOM file, which is not read here; export it uncompressed")
     try:
         data = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -206,6 +228,10 @@ def _read_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
         raise PatientError(f"{name} holds no image")
     if rows * columns > MAX_PIXELS:
         raise PatientError(f"{name} is {columns} x {rows} pixels; at most {MAX_PIXELS:,} are read")
+    frames, samples, bits = (int(data.get(tag) or 1) for tag in ("NumberOfFrames", "SamplesPerPixel", "BitsAllocated"))
+    if frames != 1 or samples != 1 or bits > 16:  # checked before decoding: each would be decoded whole first
+        raise PatientError(f"{name} holds {frames} frame(s) of {samples} sample(s) at {bits} bits; one greyscale "
+                           "slice per file is read")
     try:
         raw = data.pixel_array
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as err:
@@ -221,6 +247,30 @@ def _read_slice(source: Path | bytes, name: str) -> tuple[Slice, str]:
     position = data.get("ImagePositionPatient")
     z = float(position[2]) if position is not None and len(position) == 3 else None
     return Slice(_number(data.get("SeriesNumber")), _number(data.get("InstanceNumber")), z, pixels), modality
+
+
+def transfer_syntax(head: bytes, name: str) -> str:
+    """The transfer syntax named in the file meta group (after the 128-byte preamble and "DICM"), read
+    element by element (explicit VR, little endian, as the standard fixes for that group), so the check
+    does not depend on where in the file it sits.
+
+    Raises:
+        PatientError: a meta group longer than MAX_META_BYTES, cut short, or without a transfer syntax.
+    """
+    at = 132
+    while at + 8 <= len(head) and head[at:at + 2] == b"\x02\x00":  # group 0002
+        element, vr = int.from_bytes(head[at + 2:at + 4], "little"), head[at + 4:at + 6]
+        if vr in _LONG_VRS:
+            length, value_at = int.from_bytes(head[at + 8:at + 12], "little"), at + 12
+        else:
+            length, value_at = int.from_bytes(head[at + 6:at + 8], "little"), at + 8
+        if value_at + length > len(head):
+            break
+        if element == 0x0010:
+            return head[value_at:value_at + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        at = value_at + length
+    raise PatientError(f"{name} cannot be read as DICOM: its header names no transfer syntax in its first "
+                       f"{MAX_META_BYTES // 1024} kB")
 
 
 def _number(value: object) -> int | None:

@@ -160,6 +160,8 @@ def read(body: ReportIn) -> dict[str, Any]:
     return report_view(_read(body.text))
 
 
+#: the longest side of the picture a model is shown (a CT slice is 512; a portal export may be far larger)
+LOOK_SIZE = 1024
 _BINARY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary"}}}}}
 
@@ -257,7 +259,7 @@ def _picture(url: str) -> bytes:
     except (binascii.Error, ValueError, PatientError) as err:
         raise APIError(400, "The image is not a PNG picture that can be read.", param="image",
                        code="invalid_image") from err
-    return study.png(0)  # re-drawn here: the model gets only pixels this server made
+    return study.png(0, size=LOOK_SIZE)  # re-drawn here, at most LOOK_SIZE a side: pixels this server made
 
 
 def _lines(stream: Iterator[Notice | str | Answer], request_id: str) -> Iterator[str]:

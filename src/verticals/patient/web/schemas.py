@@ -27,7 +27,7 @@ class ReportIn(_In):
 class QuestionIn(_In):
     report: ReportText
     question: QuestionText
-    image: str | None = Field(default=None, max_length=3 * 1024 * 1024, description=(
+    image: str | None = Field(default=None, max_length=2 * 1024 * 1024, description=(
         "the picture on the person's screen as a data:image/png;base64 URL; used only when the server's model "
         "sees images (GET /api/settings)"))
 

@@ -882,7 +882,13 @@
   }
 
   /** The opened image with this number (and series, when given); -1 when it is not open. */
+  /** The opened image a citation names; an image number without a series is looked for in the series on screen first. */
   function findImage(series, image) {
+    if (series == null && state.imageIndex >= 0 && state.images[state.imageIndex]) {
+      const current = state.images[state.imageIndex].info.series;
+      const here = state.images.findIndex(({ info }) => info.image === image && info.series === current);
+      if (here >= 0) return here;
+    }
     return state.images.findIndex(({ info }) => info.image === image && (series == null || info.series === series));
   }
 
@@ -1342,7 +1348,9 @@
       const blob = await (await fetch(url)).blob();
       return await new Promise((resolve, reject) => {
         const reader = new FileReader();
-        reader.onload = () => resolve(typeof reader.result === "string" ? reader.result : null);
+        // a picture too large for a request (2 MB) is left out: the question is asked without it
+        reader.onload = () => resolve(typeof reader.result === "string" && reader.result.length < 1900000
+          ? reader.result : null);
         reader.onerror = () => reject(reader.error);
         reader.readAsDataURL(blob);
       });
