@@ -325,7 +325,7 @@ def test_the_tuning_door_copies_weights_and_puts_adapters_on(tiny_model_dir: Pat
 
 def test_auto_checks_fidelity_first_trains_at_its_choice_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = FinetuneConfig(steps=150, batch_size=4, lr=1e-3, warmup_steps=0, drop_rate="auto", probe_batches=1,
-                            save_every=150)  # long enough to repay the check on this tiny model
+                            save_every=150, drop_min_cosine=0.9)  # long enough to repay the check here
     result = finetune(fresh(tiny_model_dir), CHATS, tmp_path / "auto", config, progress=False)
     check = json.loads((tmp_path / "auto" / "dropbp_check.json").read_text())
     chosen = check["chosen"]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from verticals.dropbp.config import DropBPConfig, DropBPError
+from verticals.dropbp.config import MIN_COSINE, DropBPConfig, DropBPError
 
 if TYPE_CHECKING:
     from verticals.dropbp.allocation import allocate, measure_sensitivity
     from verticals.dropbp.branch import Branch
     from verticals.dropbp.callback import DropBPCallback
-    from verticals.dropbp.fidelity import GRID, MIN_COSINE, Fidelity, RateFidelity, check_fidelity, expected_cosine
+    from verticals.dropbp.fidelity import GRID, Fidelity, RateFidelity, check_fidelity, expected_cosine
     from verticals.dropbp.model import DropBP, apply, find_branches
 
 _LAZY = {
@@ -36,7 +36,6 @@ _LAZY = {
     "Branch": "verticals.dropbp.branch",
     "DropBPCallback": "verticals.dropbp.callback",
     "GRID": "verticals.dropbp.fidelity",
-    "MIN_COSINE": "verticals.dropbp.fidelity",
     "Fidelity": "verticals.dropbp.fidelity",
     "RateFidelity": "verticals.dropbp.fidelity",
     "check_fidelity": "verticals.dropbp.fidelity",

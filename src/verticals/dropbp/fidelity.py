@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from verticals.dropbp.allocation import _tensors
+from verticals.dropbp.config import MIN_COSINE as _MIN_COSINE
 from verticals.dropbp.config import DropBPError
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
 #: the rates `auto` chooses from, and the check's default grid
 GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
-#: `auto`'s threshold on the expected gradient's cosine with the full gradient (docs/dropbp.md says why)
-MIN_COSINE = 0.9
+#: `auto`'s threshold (docs/dropbp.md and `config.MIN_COSINE` say why)
+MIN_COSINE = _MIN_COSINE
 
 
 @dataclass(frozen=True)

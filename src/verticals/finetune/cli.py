@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from verticals.dropbp import MIN_COSINE
+
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Fine-tune a local model (LoRA or full) on chat or text examples, with DropBP.\n\n"
                        "[bold]Example:[/] verticals finetune run chats.jsonl --out runs/tuned --drop-rate 0.5")
@@ -30,6 +32,8 @@ def run(
     drop_allocation: Annotated[str, typer.Option(help="uniform or sensitivity")] = "uniform",
     drop_schedule: Annotated[str, typer.Option(help="constant or linear")] = "constant",
     drop_warmup_steps: Annotated[int, typer.Option(help="steps of the linear drop-rate warm-up")] = 0,
+    drop_min_cosine: Annotated[float, typer.Option(help="auto: the cosine of the expected DropBP gradient with "
+                                                        "the full one it requires on every batch")] = MIN_COSINE,
     save_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = 50,
     seed: Annotated[int, typer.Option(help="seed of data order, LoRA init and DropBP masks")] = 0,
     resume: Annotated[bool, typer.Option(help="continue the run in --out after its last checkpoint")] = False,
@@ -45,6 +49,7 @@ def run(
                             max_length=max_length, drop_rate=parse_drop_rate(drop_rate),
                             drop_allocation=drop_allocation,
                             drop_schedule=drop_schedule, drop_warmup_steps=drop_warmup_steps,
+                            drop_min_cosine=drop_min_cosine,
                             save_every=save_every, seed=seed)
     records = read_jsonl(data)  # bad data fails before the model loads
     if out.exists() and not out.is_dir():
@@ -105,7 +110,7 @@ def check_dropbp(
     masks: Annotated[int, typer.Option(help="random masks per rate for the kept-branch figure (0 skips it)")] = 2,
     rates: Annotated[str, typer.Option(help="drop rates to measure, comma-separated")] =
         "0.125,0.25,0.375,0.5,0.625,0.75",
-    min_cosine: Annotated[float, typer.Option(help="the cosine auto requires on every batch")] = 0.9,
+    min_cosine: Annotated[float, typer.Option(help="the cosine auto requires on every batch")] = MIN_COSINE,
     seed: Annotated[int, typer.Option(help="seed of batch order, LoRA init and masks")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from verticals.dropbp import DropBPConfig
+from verticals.dropbp import MIN_COSINE, DropBPConfig
 
 
 class FinetuneError(ValueError):
@@ -44,6 +44,8 @@ class FinetuneConfig:
     drop_allocation: str = field(default="uniform", metadata={"help": "uniform or sensitivity"})
     drop_schedule: str = field(default="constant", metadata={"help": "constant or linear"})
     drop_warmup_steps: int = 0
+    drop_min_cosine: float = field(default=MIN_COSINE, metadata={
+        "help": "auto: the cosine of the expected DropBP gradient with the full one it requires on every batch"})
     probe_batches: int = field(default=2, metadata={"help": "micro-batches used to measure DropBP sensitivity"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every N optimizer steps"})
     seed: int = 0
@@ -66,8 +68,9 @@ class FinetuneConfig:
                 raise FinetuneError(message)
         # DropBP's own checks (rate within the cap, allocation, schedule) before any model is loaded
         try:
-            DropBPConfig(drop_rate=self.drop_rate, allocation=self.drop_allocation, schedule=self.drop_schedule,
-                         warmup_steps=self.drop_warmup_steps, seq_len=self.max_length, seed=self.seed)
+            DropBPConfig(drop_rate=self.drop_rate, min_cosine=self.drop_min_cosine, allocation=self.drop_allocation,
+                         schedule=self.drop_schedule, warmup_steps=self.drop_warmup_steps, seq_len=self.max_length,
+                         seed=self.seed)
         except ValueError as err:  # a DropBPError, said as a setting of this run
             raise FinetuneError(f"drop rate settings: {err}") from None
 

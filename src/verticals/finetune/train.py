@@ -224,7 +224,7 @@ def _apply_dropbp(network: nn.Module, config: FinetuneConfig) -> tuple[dropbp.Dr
     try:
         controller = dropbp.apply(network, drop_rate=config.drop_rate, allocation=config.drop_allocation,
                                   schedule=config.drop_schedule, warmup_steps=config.drop_warmup_steps,
-                                  seq_len=config.max_length, seed=config.seed)
+                                  seq_len=config.max_length, seed=config.seed, min_cosine=config.drop_min_cosine)
     except dropbp.DropBPError as err:
         if config.drop_rate != "auto":
             raise FinetuneError(f"DropBP cannot be applied to this model: {err}") from None
