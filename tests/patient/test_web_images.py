@@ -7,6 +7,7 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +144,36 @@ def test_a_text_only_server_never_sends_the_picture(tmp_path: Path) -> None:
     final = json.loads(asked.text.splitlines()[-1])
     assert final["source"] == "template" and seer.images == []
     assert "right upper lobe" in final["text"] and "do not look at the images" in str(final["notices"])
+
+
+@pytest.mark.slow
+def test_the_slice_reaches_our_own_openai_compatible_server_as_an_image_part(bundled_model: Any,
+                                                                            tmp_path: Path) -> None:
+    """End to end against `verticals llm serve`'s app with the bundled model, which reads image parts by
+    OCR (a multimodal model cannot run here): the question with the slice is accepted and answered, and
+    whatever the 135M model says is checked; the answer is the checked draft or the report's words."""
+    import base64
+    import json
+
+    import httpx
+
+    from tests.llm.server_util import running_server
+    from tests.patient.web_util import running_app
+    from verticals.llm import OpenAIModel
+
+    data = (ct_series(tmp_path / "cd") / "IM0001").read_bytes()
+    with running_server(bundled_model, "smollm2", read_images=True) as served:
+        model = OpenAIModel(served, "smollm2", timeout=120.0, max_retries=0)
+        settings = WebSettings(sees_images=True, model_slots=1, model_wait=120)
+        with running_app(lambda: model, settings) as url, httpx.Client(timeout=120) as http:
+            slice_png = http.post(f"{url}/api/image/render?window=lung", content=data).content
+            picture = "data:image/png;base64," + base64.b64encode(slice_png).decode()
+            asked = http.post(f"{url}/api/answer", json={"report": REPORT, "question": "Where is the nodule?",
+                                                         "image": picture})
+    final = json.loads(asked.text.splitlines()[-1])
+    assert final["type"] == "answer" and "model_error" not in final["checks"]  # the server took the image, answered
+    if final["source"] == "model_image":  # its words passed every check: introduced as an AI's reading
+        assert final["text"].startswith("Looking at the picture you have on screen") and not final["checks"]
+    else:
+        assert final["source"] == "template" and final["checks"]
+        assert final["text"].endswith("marks the parts of the chest your report names.")
