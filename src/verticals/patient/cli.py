@@ -69,6 +69,10 @@ def diagram(
     from verticals.patient.anatomy import diagram as place
     from verticals.patient.report import load_report
 
+    if out is not None and out.is_dir():
+        from verticals.patient.config import PatientError
+
+        raise PatientError(f"--out {out} is a folder; give a file name ending in .svg")
     found = place(load_report(report))
     names = anatomy().parts
     console = Console(highlight=False)
@@ -84,10 +88,6 @@ def diagram(
     if out is not None:
         from verticals.files import write_text
 
-        if out.is_dir():
-            from verticals.patient.config import PatientError
-
-            raise PatientError(f"--out {out} is a folder; give a file name ending in .svg")
         write_text(out, found.svg())
         console.print(Text(f"diagram: {out}"))
 
@@ -111,6 +111,8 @@ def image(
 
     if window not in WINDOWS:
         raise PatientError(f"--window should be one of {', '.join(WINDOWS)}, got {window!r}")
+    if out.is_dir():
+        raise PatientError(f"--out {out} is a folder; give a file name ending in .png")
     if report is not None and number is None:
         cited = image_refs(load_report(report).text)
         refs = [r for r in cited if r.series is not None] or cited  # "series 3, image 45" before a bare image
@@ -127,8 +129,6 @@ def image(
             raise PatientError(f"no image {number}{f' in series {series}' if series is not None else ''} here "
                                f"(series: {have}; images {_span(study)})")
         index = found
-    if out.is_dir():
-        raise PatientError(f"--out {out} is a folder; give a file name ending in .png")
     write_bytes(out, study.png(index, window if study.hounsfield else None))
     shown = study.slices[index]
     if study.skipped:
