@@ -64,6 +64,7 @@ def test_chat_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> None:
     (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "0.95"], "`drop_rate`"),
     (["finetune", "run", "/dev/null", "--out", "/tmp/unused", "--drop-rate", "fast"], "or auto, got 'fast'"),
     (["finetune", "check-dropbp", "/dev/null", "--rates", "0.5,x"], "--rates should be numbers"),
+    (["finetune", "check-dropbp", "/dev/null", "--rates", "1.5"], "--rates should be drop rates in [0, 1)"),
     (["finetune", "check-dropbp", "/no/such/data.jsonl"], "training data not found"),
     (["finetune", "check-dropbp", "/dev/null", "--masks", "-1"], "--masks at least 0"),
     (["serval", "run", "no_such_table", "--out", "/tmp/unused"], "unknown dataset 'no_such_table'"),

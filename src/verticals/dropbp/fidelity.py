@@ -18,8 +18,9 @@ rate (`Fidelity.passes`), each a forward and a backward of that batch.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,58 +127,31 @@ def check_fidelity(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor], b
         raise DropBPError(f"fidelity rates should be in [0, 1), got {list(rates)}")
     if masks < 0:
         raise DropBPError(f"masks should be 0 or more, got {masks}")
-    model = controller.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise DropBPError("the model has no trainable parameters to measure a gradient on")
-    owner = _owners(controller, params)
+    owner = _owners(controller, [p for p in controller.model.parameters() if p.requires_grad])
     n = len(controller.branches)
     rng = np.random.default_rng(seed)
     began, passes, step_times = time.perf_counter(), 0, []
     expected = np.zeros((len(rates), len(batches)))
     kept: list[list[list[float]]] = [[[] for _ in range(n)] for _ in rates]  # rate, branch: cosine per kept mask
-    was_training, was_sampling = model.training, controller.sampling
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    model.train()  # branches drop only in training mode
-    scaler = _GradientScaler(controller)
-    try:
-        with torch.random.fork_rng(devices=devices), scaler:
-            for b, batch in enumerate(batches):
-                controller.set_mask([False] * n)
-
-                def gradient(batch: Any = batch) -> list[torch.Tensor | None]:
-                    torch.manual_seed(seed)  # the same dropout draws in every pass over this batch
-                    model.zero_grad(set_to_none=True)
-                    loss = loss_fn(batch)
-                    if loss.requires_grad:
-                        loss.backward()
-                    return [None if p.grad is None else p.grad.detach().clone() for p in params]
-
-                scaler.keep = None
-                start = time.perf_counter()
-                full = gradient()
-                step_times.append(time.perf_counter() - start)
+    with _measuring(controller, loss_fn, seed) as gradient:
+        for b, batch in enumerate(batches):
+            start = time.perf_counter()
+            full = gradient(batch, None)
+            step_times.append(time.perf_counter() - start)
+            passes += 1
+            for r, rate in enumerate(rates):
+                expected[r, b] = _cosine(gradient(batch, np.full(n, 1.0 - rate)), full)
                 passes += 1
-                for r, rate in enumerate(rates):
-                    scaler.keep = np.full(n, 1.0 - rate)
-                    expected[r, b] = _cosine(gradient(), full)
+                for _ in range(masks):
+                    mask = rng.random(n) < rate
+                    controller.set_mask(mask.tolist())
+                    grads = gradient(batch, None)
+                    controller.set_mask([False] * n)
                     passes += 1
-                    scaler.keep = None
-                    for _ in range(masks):
-                        mask = rng.random(n) < rate
-                        controller.set_mask(mask.tolist())
-                        grads = gradient()
-                        passes += 1
-                        for branch in np.flatnonzero(~mask):
-                            mine = [i for i, o in enumerate(owner) if o == branch]
-                            if mine:
-                                kept[r][branch].append(_cosine([grads[i] for i in mine], [full[i] for i in mine]))
-                        controller.set_mask([False] * n)
-    finally:
-        controller.set_mask([False] * n)
-        controller.sampling = was_sampling
-        model.train(was_training)
-        model.zero_grad(set_to_none=True)
+                    for branch in np.flatnonzero(~mask):
+                        mine = [i for i, o in enumerate(owner) if o == branch]
+                        if mine:
+                            kept[r][branch].append(_cosine([grads[i] for i in mine], [full[i] for i in mine]))
     speedups = _speedups(controller, rates)
     rows = []
     for r, rate in enumerate(rates):
@@ -197,33 +171,45 @@ def check_fidelity(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor], b
 def expected_cosine(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor], batches: Iterable[Any],
                     drop_rates: np.ndarray, seed: int = 0) -> float:
     """cos(expected DropBP gradient, full gradient) at per-branch `drop_rates`, the lowest over `batches`."""
+    keep = 1.0 - np.asarray(drop_rates, dtype=float)
+    with _measuring(controller, loss_fn, seed) as gradient:
+        return min((_cosine(gradient(batch, keep), gradient(batch, None)) for batch in batches), default=1.0)
+
+
+@contextlib.contextmanager
+def _measuring(controller: DropBP, loss_fn: Callable[[Any], torch.Tensor],
+               seed: int) -> Iterator[Callable[[Any, np.ndarray | None], list[torch.Tensor | None]]]:
+    """`gradient(batch, keep)`: the trainable parameters' gradient on `batch`, with each branch's share of
+    the backward scaled by `keep` (None: the full gradient), the same dropout draws in every pass. The
+    model's mode, the controller's masks and sampling, the caller's RNG and the gradients are restored."""
     model = controller.model
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise DropBPError("the model has no trainable parameters to measure a gradient on")
     n = len(controller.branches)
     was_training, was_sampling = model.training, controller.sampling
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    model.train()
+    model.train()  # branches drop only in training mode
     scaler = _GradientScaler(controller)
-    lowest = 1.0
+
+    def gradient(batch: Any, keep: np.ndarray | None) -> list[torch.Tensor | None]:
+        scaler.keep = keep
+        torch.manual_seed(seed)
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(batch)
+        if loss.requires_grad:
+            loss.backward()
+        return [None if p.grad is None else p.grad.detach().clone() for p in params]
+
     try:
         with torch.random.fork_rng(devices=devices), scaler:
             controller.set_mask([False] * n)
-            for batch in batches:
-                grads = []
-                for keep in (None, 1.0 - np.asarray(drop_rates, dtype=float)):
-                    scaler.keep = keep
-                    torch.manual_seed(seed)
-                    model.zero_grad(set_to_none=True)
-                    loss = loss_fn(batch)
-                    if loss.requires_grad:
-                        loss.backward()
-                    grads.append([None if p.grad is None else p.grad.detach().clone() for p in params])
-                lowest = min(lowest, _cosine(grads[1], grads[0]))
+            yield gradient
     finally:
+        controller.set_mask([False] * n)
         controller.sampling = was_sampling
         model.train(was_training)
         model.zero_grad(set_to_none=True)
-    return lowest
 
 
 def _mean(values: np.ndarray) -> float | None:

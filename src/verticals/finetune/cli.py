@@ -127,6 +127,8 @@ def check_dropbp(
         grid = tuple(float(r) for r in rates.split(","))
     except ValueError:
         raise FinetuneError(f"--rates should be numbers separated by commas, got {rates!r}") from None
+    if not grid or any(not 0 <= r < 1 for r in grid):
+        raise FinetuneError(f"--rates should be drop rates in [0, 1), got {rates!r}")
     targets = tuple(t.strip() for t in adapter_targets.split(",") if t.strip())
     if not targets:
         raise FinetuneError("--adapter-targets names no module")
